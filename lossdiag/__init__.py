@@ -1,0 +1,6 @@
+"""lossdiag: why one term of your loss drowns the others, measured, and what to do about it."""
+from lossdiag._version import __version__
+from lossdiag.api import ProfileResult, profile
+from lossdiag.errors import SpecError
+
+__all__ = ["ProfileResult", "SpecError", "__version__", "profile"]

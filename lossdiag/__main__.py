@@ -1,0 +1,3 @@
+from lossdiag.cli import main
+
+main(prog_name="lossdiag")

@@ -1,0 +1,1 @@
+"""Pure functions from records to small frozen results: dominance, conflict, the suggestion."""

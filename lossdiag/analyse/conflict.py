@@ -1,0 +1,49 @@
+"""Conflict: the cosine between two terms' gradients on shared parameters, over the recorded window."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+
+from lossdiag.analyse.run import RunData, finite_median
+
+
+@dataclasses.dataclass(frozen=True)
+class PairConflict:
+    """One pair of terms: the median cosine of their shared gradients and how often it was negative."""
+
+    terms: tuple[str, str]
+    cosine_median: float
+    negative_fraction: float
+    cosines: np.ndarray
+
+
+def cosine_series(run: RunData, a: int, b: int) -> np.ndarray:
+    """Cosine between terms a and b on each recorded step, NaN where either gradient is zero."""
+    with np.errstate(all="ignore"):
+        denominator = np.sqrt(run.gram[:, a, a] * run.gram[:, b, b])
+        cosines = run.gram[:, a, b] / denominator
+    return np.where(denominator > 0, np.clip(cosines, -1.0, 1.0), np.nan)
+
+
+def conflicts(run: RunData) -> list[PairConflict]:
+    """One entry per pair of terms that both reach shared parameters, in the model's term order."""
+    shared = [k for k, t in enumerate(run.terms) if t in run.shared_terms]
+    pairs = []
+    for a, b in itertools.combinations(shared, 2):
+        cosines = cosine_series(run, a, b)
+        finite = cosines[np.isfinite(cosines)]
+        negative = float(np.mean(finite < 0)) if finite.size else math.nan
+        pairs.append(PairConflict((run.terms[a], run.terms[b]), finite_median(cosines), negative, cosines))
+    return pairs
+
+
+def cosine_matrix(run: RunData) -> np.ndarray:
+    """The K x K matrix of median cosines (1 on the diagonal), symmetric by construction."""
+    count = len(run.terms)
+    matrix = np.eye(count)
+    for a, b in itertools.combinations(range(count), 2):
+        matrix[a, b] = matrix[b, a] = finite_median(cosine_series(run, a, b))
+    return matrix

@@ -1,0 +1,55 @@
+"""Dominance: each term's share of the weighted gradient norm on the shared parameters."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional
+
+import numpy as np
+
+from lossdiag.analyse.run import RunData, finite_median
+
+
+@dataclasses.dataclass(frozen=True)
+class Dominance:
+    """Median gradient norms over the recorded window and the shares they give each term."""
+
+    grad_norms: dict[str, float]
+    weighted_norms: dict[str, float]
+    shares: dict[str, float]
+    ratio: Optional[float]
+    dominant_term: Optional[str]
+    threshold: float
+    share_series: np.ndarray
+
+
+def dominance(run: RunData, threshold: float) -> Dominance:
+    """Shares of the median weighted gradient norms, over the terms that reach shared parameters.
+
+    Medians over the whole recorded window, not the first steps: norms move fast early in training.
+    """
+    balanced = [k for k, t in enumerate(run.terms) if t in run.shared_terms]
+    weighted = np.abs(run.weights) * run.norms
+    grad_norms = {t: finite_median(run.norms[:, k]) for k, t in enumerate(run.terms)}
+    weighted_norms = {t: finite_median(weighted[:, k]) for k, t in enumerate(run.terms)}
+    total = sum(weighted_norms[run.terms[k]] for k in balanced)
+    shares = {t: 0.0 for t in run.terms}
+    if balanced and math.isfinite(total) and total > 0:
+        for k in balanced:
+            shares[run.terms[k]] = weighted_norms[run.terms[k]] / total
+    else:
+        shares = {t: math.nan if k in balanced else 0.0 for k, t in enumerate(run.terms)}
+    values = [weighted_norms[run.terms[k]] for k in balanced]
+    ratio = None
+    if len(values) >= 2 and all(math.isfinite(v) for v in values) and min(values) > 0:
+        ratio = max(values) / min(values)
+    dominant = None
+    if len(balanced) >= 2:
+        leader = max((run.terms[k] for k in balanced), key=lambda t: np.nan_to_num(shares[t], nan=-1.0))
+        dominant = leader if shares[leader] > threshold else None
+    series = np.full_like(weighted, np.nan)
+    if balanced:
+        sub = weighted[:, balanced]
+        with np.errstate(all="ignore"):
+            series[:, balanced] = sub / sub.sum(axis=1, keepdims=True)
+    return Dominance(grad_norms, weighted_norms, shares, ratio, dominant, threshold, series)

@@ -1,0 +1,96 @@
+"""Parse records (from a profile, a Monitor or a file) once into arrays the analysers share."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def finite_median(values: np.ndarray) -> float:
+    """The median of the finite entries, NaN when there are none."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class RunData:
+    """One run's records as arrays: losses every step, gradient statistics on recorded steps."""
+
+    meta: dict
+    terms: list[str]
+    loss_steps: np.ndarray
+    losses: np.ndarray
+    grad_steps: np.ndarray
+    norms: np.ndarray
+    norms_all: np.ndarray
+    weights: np.ndarray
+    gram: np.ndarray
+    layers: dict[str, np.ndarray]
+    nonfinite: list[tuple[int, list[str]]]
+    extra: dict[str, list[dict]]
+    ended: bool
+    torn: bool
+
+    @property
+    def shared_terms(self) -> list[str]:
+        """Terms whose graph reaches at least one shared parameter."""
+        counts = self.meta.get("term_shared_parameters", {})
+        return [t for t in self.terms if counts.get(t, 0) > 0]
+
+    @property
+    def config(self) -> dict:
+        return self.meta.get("config", {})
+
+
+def parse(records: Sequence[dict], torn: bool = False) -> RunData:
+    """Turn a list of records into RunData; the first record must be the run's header."""
+    if not records or records[0].get("kind") != "meta":
+        raise ValueError("the records do not start with a header line (kind 'meta')")
+    meta = records[0]
+    terms = list(meta["terms"])
+    index = {t: k for k, t in enumerate(terms)}
+    loss_steps, losses = [], []
+    grad_steps, norms, norms_all, weights, grams = [], [], [], [], []
+    modules = list(meta.get("shared_modules", []))
+    layers: dict[str, list[list[float]]] = {m: [] for m in modules}
+    nonfinite: list[tuple[int, list[str]]] = []
+    extra: dict[str, list[dict]] = {}
+    ended = False
+    for record in records[1:]:
+        kind = record.get("kind")
+        if kind == "step":
+            loss_steps.append(record["step"])
+            losses.append([_number(record["loss"].get(t)) for t in terms])
+            if record.get("nonfinite"):
+                nonfinite.append((record["step"], list(record["nonfinite"])))
+            grad = record.get("grad")
+            if grad:
+                grad_steps.append(record["step"])
+                norms.append([_number(grad["norms"].get(t)) for t in terms])
+                norms_all.append([_number(grad["norms_all"].get(t)) for t in terms])
+                weights.append([_number(grad["weights"].get(t)) for t in terms])
+                grams.append([[_number(v) for v in row] for row in grad["gram"]])
+                for m in modules:
+                    row = grad.get("layers", {}).get(m, {})
+                    layers[m].append([_number(row.get(t)) for t in terms])
+        elif kind == "end":
+            ended = True
+        else:
+            extra.setdefault(str(kind), []).append(record)
+    count = len(terms)
+    reshape = lambda rows, width: np.array(rows, dtype=float).reshape(-1, width)  # noqa: E731
+    return RunData(
+        meta=meta, terms=terms, loss_steps=np.array(loss_steps, dtype=int), losses=reshape(losses, count),
+        grad_steps=np.array(grad_steps, dtype=int), norms=reshape(norms, count),
+        norms_all=reshape(norms_all, count), weights=reshape(weights, count),
+        gram=np.array(grams, dtype=float).reshape(-1, count, count),
+        layers={m: reshape(rows, count) for m, rows in layers.items()},
+        nonfinite=nonfinite, extra=extra, ended=ended, torn=torn,
+    )
+

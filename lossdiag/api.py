@@ -1,0 +1,102 @@
+"""The Python API (CONTRACT section 6): lossdiag.profile(...) and the result it returns."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional
+
+from lossdiag.config import Config, load
+from lossdiag.diagnose import Diagnosis, diagnose
+from lossdiag.findings import Finding
+from lossdiag.profiler import TrainingRun, ensure_steps, initial_state
+from lossdiag.progress import Progress
+from lossdiag.record.stream import RecordWriter
+from lossdiag.report.files import summary_json, write_atomic, write_records
+from lossdiag.rng import preserved_rng
+from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
+from lossdiag.summary import build_summary
+
+RECORDS = "records.jsonl"
+SUMMARY = "summary.json"
+
+
+@dataclasses.dataclass
+class ProfileResult:
+    """A finished profile: its records, its diagnosis and the summary.json content."""
+
+    records: list[dict]
+    diagnosis: Diagnosis
+    summary: dict
+    streamed_to: Optional[Path] = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        return self.diagnosis.findings
+
+    def save(self, out: str | Path) -> Path:
+        """Write summary.json and records.jsonl (unless already streamed there) into a folder."""
+        out = Path(out)
+        records_path = out / RECORDS
+        if self.streamed_to is None or self.streamed_to.resolve() != records_path.resolve():
+            write_records(records_path, self.records)
+        write_atomic(out / SUMMARY, summary_json(self.summary))
+        return out
+
+
+def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any) -> tuple[ModelSpec, Optional[Path]]:
+    if isinstance(model, (str, Path)):
+        return load_model_file(model), Path(model)
+    if batches is None or losses is None:
+        from lossdiag.errors import SpecError
+
+        raise SpecError("profile(model, batches, losses): pass a model file's path, or all three objects")
+    return spec_from_objects(model, batches, losses, weights, make_optimizer), None
+
+
+def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, *,
+            weights: Optional[Mapping[str, float]] = None,
+            make_optimizer: Optional[Callable[[Iterable], Any]] = None,
+            config: Optional[str | Path] = None, progress: Optional[bool] = None,
+            **options: Any) -> ProfileResult:
+    """Profile a model file, or (model, batches, losses) objects, and return the diagnosis.
+
+    Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...).
+    A module passed in is trained on a copy; the caller's model and every RNG state are left as they were.
+    """
+    spec, model_path = _spec(model, batches, losses, weights, make_optimizer)
+    if weights is not None and model_path is not None:
+        options["weights"] = weights
+    resolved = load(Path(config) if config else None, model_path, options)
+    return run_profile(spec, resolved, progress)
+
+
+def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
+    """Record the main run (streamed to config.out when set), refine the suggestion, and diagnose."""
+    ensure_steps(config)
+    bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
+    streamed_to = Path(config.out) / RECORDS if config.out else None
+    writer = None
+    try:
+        with preserved_rng():
+            start = initial_state(spec, config)
+            writer = RecordWriter(streamed_to) if streamed_to else None
+            records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
+            diagnosis = diagnose(records)
+            for round_number in range(1, config.refine + 1):
+                bar.describe(f"refining ({round_number}/{config.refine})")
+                weights = diagnosis.suggestion.weights
+                trial = diagnose(TrainingRun(spec, config, weights, start).record(None, bar))
+                refine = {"kind": "refine", "step": round_number, "weights": weights,
+                          "dominance": trial.dominance.shares, "suggested": trial.suggestion.weights}
+                records.append(refine)
+                if writer is not None:
+                    writer.write(refine)
+                diagnosis = diagnose(records)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    result = ProfileResult(records, diagnosis, build_summary(diagnosis), streamed_to)
+    if config.out:
+        result.save(config.out)
+    return result

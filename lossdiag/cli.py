@@ -1,0 +1,112 @@
+"""The command line (CONTRACT section 2): parse, call the library, render, map the verdict to an exit code."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from lossdiag._version import __version__
+from lossdiag.errors import SpecError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
+DEFAULT_OUT = "lossdiag-report"
+
+
+def exit_code(summary: dict, strict: bool) -> int:
+    """0 without errors (and, with --strict, without warnings); 1 otherwise."""
+    severities = {f["severity"] for f in summary["findings"]}
+    failing = {"error", "warning"} if strict else {"error"}
+    return EXIT_FINDINGS if severities & failing else EXIT_OK
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"lossdiag: error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(command: Callable) -> Callable:
+    """Turn bad input into one line and exit 2, and a crash into one line and exit 3, unless --debug."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = bool(kwargs.get("debug"))
+        try:
+            return command(*args, **kwargs)
+        except SpecError as exc:
+            if debug:
+                raise
+            _fail(str(exc), EXIT_USAGE)
+        except KeyboardInterrupt:
+            _fail("interrupted; what was recorded so far is in records.jsonl", 130)
+        except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
+            if debug:
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                  EXIT_INTERNAL)
+
+    return wrapper
+
+
+def run_options(command: Callable) -> Callable:
+    """The options `profile` and `check` share; only those given on the command line override YAML."""
+    options = [
+        click.option("--steps", type=int, default=None, help="Training steps to profile [200]."),
+        click.option("--check-steps", type=int, default=None, help="Steps of each single-term check [100]."),
+        click.option("--every", type=int, default=None, help="Record per-term gradients every N steps [1]."),
+        click.option("--out", type=click.Path(file_okay=False), default=None,
+                     help=f"Output folder [./{DEFAULT_OUT}]."),
+        click.option("--refine", type=int, default=None, help="Re-profile N times under the suggestion [0]."),
+        click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda)."),
+        click.option("--weights", default=None, help="Weights to profile with: name=0.5,other=0.5."),
+        click.option("--seed", type=int, default=None, help="Seed set before each run [0]."),
+        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                     help="YAML options (default: lossdiag.yaml beside the model file)."),
+        click.option("--no-checks", is_flag=True, default=None, help="Skip the single-term checks."),
+        click.option("--strict", is_flag=True, default=None, help="Exit 1 on warnings too."),
+        click.option("--json", "as_json", is_flag=True, default=None, help="Print summary.json to stdout."),
+        click.option("--debug", is_flag=True, default=None, help="Show tracebacks."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return click.argument("model_py", type=click.Path(dir_okay=False))(command)
+
+
+def _resolve(model_py: str, config_file: str | None, given: dict) -> Any:
+    from lossdiag.config import load
+
+    if not Path(model_py).is_file():
+        raise SpecError(f"{model_py}: no such model file")
+    if config_file is not None and not Path(config_file).is_file():
+        raise SpecError(f"{config_file}: no such config file")
+    cli_options = {k: v for k, v in given.items() if v is not None}
+    config = load(Path(config_file) if config_file else None, Path(model_py), cli_options)
+    return config if config.out else config.__class__(**{**config.to_dict(), "out": DEFAULT_OUT})
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lossdiag")
+def main() -> None:
+    """Tell why one term of a PyTorch loss drowns the others, and what to do about it."""
+
+
+@main.command()
+@run_options
+@guarded
+def profile(model_py: str, config_file: str | None, as_json: bool | None, **given: Any) -> None:
+    """Profile MODEL_PY: per-term gradients on shared parameters, dominance, conflict, a suggestion."""
+    from lossdiag.api import run_profile
+    from lossdiag.report.terminal import render
+    from lossdiag.spec import load_model_file
+
+    config = _resolve(model_py, config_file, {**given, "json": as_json})
+    spec = load_model_file(model_py)
+    result = run_profile(spec, config)
+    if config.json:
+        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+    else:
+        click.echo(render(result.summary, model_py, config.out), nl=False)
+    sys.exit(exit_code(result.summary, config.strict))

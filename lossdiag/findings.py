@@ -1,0 +1,62 @@
+"""Findings: a code, a severity, the terms concerned, what was measured against which threshold, what to do."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional
+
+from lossdiag.analyse.conflict import PairConflict
+from lossdiag.analyse.dominance import Dominance
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+@dataclasses.dataclass(frozen=True)
+class Finding:
+    """One diagnosis; `value` and `threshold` are the numbers the rule compared."""
+
+    code: str
+    severity: str
+    terms: list[str]
+    message: str
+    advice: str
+    value: Optional[float] = None
+    threshold: Optional[float] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    """Errors first, then warnings, then information; stable within a severity."""
+    return sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
+
+
+def dominance_findings(result: Dominance) -> list[Finding]:
+    """`dominant-term` when one term's share of the weighted shared gradient is past the threshold."""
+    if result.dominant_term is None:
+        return []
+    term = result.dominant_term
+    share = result.shares[term]
+    return [Finding(
+        "dominant-term", "warning", [term],
+        f"'{term}' holds {share:.3f} of the weighted gradient on the shared parameters "
+        f"(threshold {result.threshold:g})",
+        "train with the suggested weights below, then profile again with them (--weights) to confirm",
+        share, result.threshold)]
+
+
+def conflict_findings(pairs: list[PairConflict], conflict_cosine: float) -> list[Finding]:
+    """`gradient-conflict` for each pair whose median cosine is below the negative threshold."""
+    found = []
+    for pair in pairs:
+        if pair.cosine_median < conflict_cosine:
+            a, b = pair.terms
+            found.append(Finding(
+                "gradient-conflict", "warning", [a, b],
+                f"'{a}' and '{b}' pull the shared parameters in opposite directions: median cosine "
+                f"{pair.cosine_median:.3f} (threshold {conflict_cosine:g}), negative on "
+                f"{pair.negative_fraction:.0%} of recorded steps",
+                "no weight balances opposed terms: choose the trade-off by the metric that matters "
+                "(sweep alpha around the suggestion and compare on held-out data)",
+                pair.cosine_median, conflict_cosine))
+    return found

@@ -1,0 +1,115 @@
+"""The profile's training loop: a recorded step costs one backward pass per term and none for the total."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional
+
+import torch
+
+from lossdiag._version import __version__
+from lossdiag.config import Config
+from lossdiag.errors import SpecError
+from lossdiag.progress import Progress
+from lossdiag.record.gradients import apply_update, nonfinite_terms, shared_statistics, term_gradients
+from lossdiag.record.shared import Layout, discover
+from lossdiag.record.stream import RecordWriter
+from lossdiag.rng import seed_everything
+from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
+
+
+def resolve_weights(spec: ModelSpec, terms: list[str], override: Optional[Mapping[str, float]]) -> dict[str, float]:
+    """Weights in force: the override (or the model file's), 1.0 for missing terms; unknown names are errors."""
+    given = dict(override) if override is not None else dict(spec.weights)
+    unknown = [name for name in given if name not in terms]
+    if unknown:
+        raise spec.user_error(f"weights name unknown term '{unknown[0]}'; the terms are {terms}")
+    return {name: float(given.get(name, 1.0)) for name in terms}
+
+
+def header(spec: ModelSpec, config: Config, terms: list[str], weights: dict[str, float], layout: Layout) -> dict:
+    """The first record of a run: what was profiled, how, and which parameters the terms share."""
+    return {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
+            "source": spec.source, "terms": terms, "weights": weights, "scope": "all",
+            "config": config.to_dict(), **layout.describe()}
+
+
+def _total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Optional[torch.Tensor]:
+    parts = [weights[name] * value for name, value in terms.items() if value.requires_grad]
+    return torch.stack(parts).sum() if parts else None
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """A model trained for a number of steps on the weighted sum of the terms."""
+
+    spec: ModelSpec
+    config: Config
+    weights_override: Optional[Mapping[str, float]] = None
+    initial_state: Optional[dict] = None
+
+    def record(self, writer: Optional[RecordWriter] = None, progress: Optional[Progress] = None) -> list[dict]:
+        """Train for config.steps, recording each term's value every step and its gradients every `every`."""
+        seed_everything(self.config.seed)
+        model = build(self.spec)
+        if self.initial_state is not None:
+            model.load_state_dict(self.initial_state)
+        device = torch.device(self.config.device) if self.config.device else None
+        if device is not None:
+            model.to(device)
+        model.train()
+        optimizer = make_optimizer(self.spec, model)
+        stream = batch_stream(self.spec)
+        records: list[dict] = []
+        names: Optional[list[str]] = None
+        layout: Optional[Layout] = None
+        weights: dict[str, float] = {}
+        for step in range(self.config.steps):
+            batch = to_device(next(stream), device)
+            terms = compute_terms(self.spec, model, batch, names)
+            if names is None:
+                names = list(terms)
+                weights = resolve_weights(self.spec, names, self.weights_override)
+                layout = discover(model, terms)
+                records.append(header(self.spec, self.config, names, weights, layout))
+                if writer is not None:
+                    writer.write(records[0])
+            values = dict(zip(names, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+            optimizer.zero_grad(set_to_none=True)
+            record: dict = {"kind": "step", "step": step, "loss": values}
+            stats = None
+            if step % self.config.every == 0:
+                grads = term_gradients(terms, layout)
+                stats = shared_statistics(grads, layout)
+                apply_update(grads, weights, layout)
+                record["grad"] = {"weights": weights, **stats}
+            else:
+                total = _total(terms, weights)
+                if total is not None:
+                    total.backward()
+            bad = nonfinite_terms(values, stats, names)
+            if bad:
+                record["nonfinite"] = bad
+            optimizer.step()
+            records.append(record)
+            if writer is not None:
+                writer.write(record)
+            if progress is not None:
+                progress.update()
+        end = {"kind": "end", "step": self.config.steps - 1, "steps": self.config.steps}
+        records.append(end)
+        if writer is not None:
+            writer.write(end)
+        return records
+
+
+def initial_state(spec: ModelSpec, config: Config) -> dict:
+    """The state every round starts from: the model build_model() gives under the configured seed."""
+    seed_everything(config.seed)
+    model = build(spec)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def ensure_steps(config: Config) -> None:
+    """A profile needs at least one recorded step."""
+    if config.every > config.steps:
+        raise SpecError(f"--every {config.every} is larger than --steps {config.steps}: no step would be recorded")

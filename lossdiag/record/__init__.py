@@ -1,0 +1,1 @@
+"""Recording: shared-parameter discovery, per-term gradients and the records stream."""

@@ -1,0 +1,89 @@
+"""The terminal summary, read top-down: verdict, per-term table, findings, conflict, the suggestion."""
+from __future__ import annotations
+
+import math
+from typing import Any, Optional
+
+SEVERITY_LABEL = {"error": "error", "warning": "warning", "info": "info"}
+
+
+def safe(text: Any) -> str:
+    """A user string made harmless for a terminal: control characters and escapes shown, not obeyed."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def number(value: Optional[float], digits: int = 4) -> str:
+    """A compact number; '-' for a missing or non-finite one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
+    line = lambda row: "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip()  # noqa: E731
+    return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
+    """The suggestion as a line to paste, alpha in the forum's form, and the command that checks it."""
+    weights = summary["suggested_weights"]
+    terms = summary["terms"]
+    total = " + ".join(f"{number(weights[t], 5)} * {safe(t)}" for t in terms)
+    lines = [f"  loss_total = {total}"]
+    if summary.get("suggested_alpha") is not None and len(terms) == 2:
+        first, second = (safe(t) for t in terms)
+        lines.append(f"  alpha = {number(summary['suggested_alpha'], 5)} in "
+                     f"alpha * {first} + (1 - alpha) * {second}")
+    if summary["suggestion_kind"] == "trade-off":
+        lines.append("  these terms trade off: no weight balances them. The weights above only equalise "
+                     "gradient norms;")
+        lines.append("  choose alpha by the metric that matters (sweep it and compare on held-out data).")
+    if model_path:
+        pairs = ",".join(f"{safe(t)}={number(weights[t], 5)}" for t in terms)
+        lines.append(f"  check it: lossdiag profile {safe(model_path)} --weights {pairs}")
+    for entry in summary.get("refinement", []):
+        shares = ", ".join(f"{safe(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
+        lines.append(f"  refine round {entry['round']}: the previous suggestion gave shares {shares}")
+    return lines
+
+
+def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] = None) -> str:
+    """The whole human summary as text."""
+    shared = summary["shared_parameters"]
+    lines = [
+        f"lossdiag {summary['lossdiag_version']} · {safe(summary.get('source') or '')} · "
+        f"{summary['steps']} steps ({summary['recorded_steps']} recorded) · {len(summary['terms'])} terms · "
+        f"{shared['count']} shared parameters ({shared['numel']:,} values)",
+        "",
+        f"{summary['status'].upper()}: {safe(summary['verdict'])}",
+        "",
+    ]
+    rows = []
+    for term in summary["terms"]:
+        row = summary["per_term"][term]
+        rows.append([safe(term), number(row["weight"]),
+                     f"{number(row['loss_first'])} -> {number(row['loss_last'])}",
+                     number(row["grad_norm"]), number(row["weighted_grad_norm"]), number(row["share"], 3),
+                     number(row["suggested_weight"], 5)])
+    lines += _table(["term", "weight", "loss first -> last", "grad norm", "weighted", "share", "suggested"],
+                    rows)
+    lines += ["", f"share: of the weighted gradient on shared parameters (median over recorded steps); "
+                  f"dominance threshold {number(summary['dominance_threshold'])}"]
+    if summary["findings"]:
+        lines += ["", "findings"]
+        for finding in summary["findings"]:
+            lines.append(f"  {SEVERITY_LABEL.get(finding['severity'], finding['severity']):8} "
+                         f"{finding['code']:18} {safe(finding['message'])}")
+            lines.append(f"  {'':8} {'':18} what to do: {safe(finding['advice'])}")
+    if summary["conflict"]:
+        lines += ["", f"conflict (median cosine of gradients on shared parameters; "
+                      f"threshold {number(summary['conflict_threshold'])})"]
+        for pair in summary["conflict"]:
+            a, b = (safe(t) for t in pair["terms"])
+            lines.append(f"  {a} vs {b}: cosine {number(pair['cosine_median'], 3)}, "
+                         f"negative on {number(100 * pair['negative_fraction'] if pair['negative_fraction'] is not None else None, 3)}% of steps")
+    lines += ["", f"suggestion ({summary['suggestion_kind']}):", *suggestion_lines(summary, model_path)]
+    if out:
+        lines += ["", f"outputs in {safe(out)}/"]
+    return "\n".join(lines) + "\n"

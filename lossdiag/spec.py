@@ -1,0 +1,234 @@
+"""Load a model file (CONTRACT section 1) or user objects, and validate what they return."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib.util
+import itertools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
+
+import torch
+
+from lossdiag.config import parse_weights
+from lossdiag.errors import SpecError
+
+LossesFn = Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]]
+
+
+def default_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimizer used when the model file defines none (CONTRACT section 1)."""
+    return torch.optim.Adam(params, lr=1e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What lossdiag needs from a user: how to build the model, feed it and score it."""
+
+    source: str
+    build_model: Callable[[], torch.nn.Module]
+    batches: Callable[[], Iterable[Any]]
+    losses: LossesFn
+    weights: Mapping[str, float]
+    make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
+    validate: Optional[Callable[[torch.nn.Module], Mapping[str, float]]] = None
+
+    def user_error(self, message: str) -> SpecError:
+        """A usage error that names the model source."""
+        return SpecError(f"{self.source}: {message}")
+
+    def weight_of(self, term: str) -> float:
+        """The weight a term trains with; missing terms weigh 1.0."""
+        return float(self.weights.get(term, 1.0))
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def load_model_file(path: str | Path) -> ModelSpec:
+    """Import a model file by path, its folder first on sys.path, and check the names it must define."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such model file")
+    if path.suffix != ".py":
+        raise SpecError(f"{path}: a model file must be a Python file ending in .py")
+    folder = str(path.resolve().parent)
+    module_name = f"lossdiag_model_{abs(hash(str(path.resolve())))}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, folder)
+    try:
+        module_spec.loader.exec_module(module)
+    except SpecError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - any import failure is the user's file failing
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise SpecError(f"{path}: raised {_describe(exc)} while being imported") from exc
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
+    return spec_from_namespace(vars(module), str(path))
+
+
+def spec_from_namespace(names: Mapping[str, Any], source: str) -> ModelSpec:
+    """Build a ModelSpec from a model file's global names, naming each missing or wrong one."""
+    for required, shape in (("build_model", "build_model()"), ("batches", "batches()"),
+                            ("losses", "losses(model, batch)")):
+        if required not in names:
+            raise SpecError(f"{source}: defines no '{required}'; a model file must define {shape}")
+        if not callable(names[required]):
+            raise SpecError(f"{source}: '{required}' must be a function {shape}, "
+                            f"got {type(names[required]).__name__}")
+    make_optimizer = names.get("make_optimizer", default_optimizer)
+    if not callable(make_optimizer):
+        raise SpecError(f"{source}: 'make_optimizer' must be a function make_optimizer(params)")
+    validate = names.get("validate")
+    if validate is not None and not callable(validate):
+        raise SpecError(f"{source}: 'validate' must be a function validate(model)")
+    weights = names.get("weights") or {}
+    weights = parse_weights(weights, f"{source}: 'weights'") if weights else {}
+    return ModelSpec(source, names["build_model"], names["batches"], names["losses"], weights,
+                     make_optimizer, validate)
+
+
+def spec_from_objects(model: Any, batches: Any, losses: LossesFn,
+                      weights: Mapping[str, float] | None = None,
+                      make_optimizer: Callable | None = None) -> ModelSpec:
+    """Build a ModelSpec from objects; a module passed in is copied, never trained in place."""
+    if isinstance(model, torch.nn.Module):
+        pristine = copy.deepcopy(model)
+        build_model = lambda: copy.deepcopy(pristine)  # noqa: E731
+    elif callable(model):
+        build_model = model
+    else:
+        raise SpecError(f"model must be an nn.Module or a function returning one, got {type(model).__name__}")
+    if not callable(losses):
+        raise SpecError(f"losses must be a function losses(model, batch), got {type(losses).__name__}")
+    batches_fn = batches if callable(batches) else _replayable(batches)
+    weights = parse_weights(weights, "weights") if weights else {}
+    return ModelSpec("<objects>", build_model, batches_fn, losses, weights, make_optimizer or default_optimizer)
+
+
+def _replayable(iterable: Any) -> Callable[[], Iterable[Any]]:
+    """Turn an iterable into batches(); a one-shot iterator is cached so later passes replay it."""
+    try:
+        iterator = iter(iterable)
+    except TypeError:
+        raise SpecError(f"batches must be an iterable or a function returning one, "
+                        f"got {type(iterable).__name__}") from None
+    if iterator is not iterable:
+        return lambda: iterable
+    seen: list[Any] = []
+
+    def replay() -> Iterable[Any]:
+        if seen:
+            return iter(seen)
+        return (seen.append(batch) or batch for batch in iterator)
+
+    return replay
+
+
+def build(spec: ModelSpec) -> torch.nn.Module:
+    """Call build_model() and check that it returned a module."""
+    try:
+        model = spec.build_model()
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise spec.user_error(f"build_model() raised {_describe(exc)}") from exc
+    if not isinstance(model, torch.nn.Module):
+        raise spec.user_error(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def make_optimizer(spec: ModelSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Call make_optimizer(params) and check that it returned an optimizer."""
+    try:
+        optimizer = spec.make_optimizer(model.parameters())
+    except Exception as exc:
+        raise spec.user_error(f"make_optimizer(params) raised {_describe(exc)}") from exc
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise spec.user_error(f"make_optimizer(params) must return a torch.optim.Optimizer, "
+                              f"got {type(optimizer).__name__}")
+    return optimizer
+
+
+def batch_stream(spec: ModelSpec) -> Iterator[Any]:
+    """Yield batches forever, calling batches() again whenever it runs out."""
+    for pass_number in itertools.count():
+        try:
+            iterable = spec.batches()
+            iterator = iter(iterable)
+        except SpecError:
+            raise
+        except Exception as exc:
+            raise spec.user_error(f"batches() raised {_describe(exc)}") from exc
+        empty = True
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise spec.user_error(f"iterating batches() raised {_describe(exc)}") from exc
+            empty = False
+            yield batch
+        if empty:
+            when = "" if pass_number == 0 else f" on pass {pass_number + 1}"
+            raise spec.user_error(f"batches() yielded nothing{when}; it must yield at least one batch")
+
+
+def to_device(batch: Any, device: torch.device | str | None) -> Any:
+    """Move every tensor in a batch (nested tuples, lists and dicts) to a device."""
+    if device is None:
+        return batch
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, Mapping):
+        return {key: to_device(value, device) for key, value in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*(to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+def compute_terms(spec: ModelSpec, model: torch.nn.Module, batch: Any,
+                  expected: list[str] | None) -> dict[str, torch.Tensor]:
+    """Call losses(model, batch) and check it returned the same scalar tensors every time."""
+    try:
+        terms = spec.losses(model, batch)
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise spec.user_error(f"losses(model, batch) raised {_describe(exc)}") from exc
+    return check_terms(terms, expected, spec.source)
+
+
+def check_terms(terms: Any, expected: list[str] | None, source: str) -> dict[str, torch.Tensor]:
+    """Validate a mapping of term name to scalar tensor, with the names seen first."""
+    where = f"{source}: " if source else ""
+    if not isinstance(terms, Mapping):
+        raise SpecError(f"{where}losses(model, batch) must return a mapping of term name to scalar tensor, "
+                        f"got {type(terms).__name__}")
+    if not terms:
+        raise SpecError(f"{where}losses(model, batch) returned no terms; it must return at least one")
+    checked: dict[str, torch.Tensor] = {}
+    for name, value in terms.items():
+        if not isinstance(name, str):
+            raise SpecError(f"{where}term names must be strings, got {name!r}")
+        if not isinstance(value, torch.Tensor):
+            raise SpecError(f"{where}term '{name}' must be a scalar tensor, got {type(value).__name__}")
+        if value.dim() != 0:
+            raise SpecError(f"{where}term '{name}' must be a scalar tensor, got shape {tuple(value.shape)}"
+                            f" (reduce it, e.g. with .mean())")
+        if not value.is_floating_point():
+            raise SpecError(f"{where}term '{name}' must be a floating-point tensor, got {value.dtype}")
+        checked[name] = value
+    if expected is not None and list(checked) != expected:
+        raise SpecError(f"{where}term names changed between batches: first {expected}, now {list(checked)}")
+    return checked

@@ -1,0 +1,98 @@
+"""summary.json (CONTRACT section 4): the diagnosis as plain data, with a verdict line."""
+from __future__ import annotations
+
+from lossdiag._version import __version__
+from lossdiag.analyse.run import finite_median
+from lossdiag.analyse.suggest import TRADE_OFF
+from lossdiag.diagnose import Diagnosis
+from lossdiag.record.stream import finite_or_none
+
+
+def _first_finite(values) -> float | None:
+    finite = [float(v) for v in values if v == v and abs(v) != float("inf")]
+    return finite[0] if finite else None
+
+
+def verdict(diagnosis: Diagnosis) -> str:
+    """The one line a person reads first."""
+    errors = [f for f in diagnosis.findings if f.severity == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+        return f"error: {errors[0].message}{more}"
+    suggestion = diagnosis.suggestion
+    if suggestion.kind == TRADE_OFF:
+        pairs = ", ".join(f"'{a}' vs '{b}'" for a, b in suggestion.opposed)
+        return f"trade-off: {pairs} pull the shared parameters in opposite directions; no weight balances them"
+    dominant = diagnosis.dominance.dominant_term
+    if dominant is not None:
+        share = diagnosis.dominance.shares[dominant]
+        return (f"'{dominant}' dominates the shared parameters with {share:.3f} of the weighted gradient; "
+                f"reweight with the suggestion below")
+    warnings = [f for f in diagnosis.findings if f.severity == "warning"]
+    if warnings:
+        return f"warning: {warnings[0].message}"
+    shares = [s for s in diagnosis.dominance.shares.values() if s == s]
+    if len(diagnosis.run.shared_terms) < 2:
+        return "ok: fewer than two terms reach shared parameters, so there is no balance to measure"
+    return f"balanced: no term dominates the shared parameters (largest share {max(shares):.3f})"
+
+
+def per_term(diagnosis: Diagnosis) -> dict:
+    """Loss first and last (medians of the first and last tenth of steps), norms and shares."""
+    run, result = diagnosis.run, diagnosis.dominance
+    rows = {}
+    tenth = max(1, len(run.loss_steps) // 10)
+    for k, term in enumerate(run.terms):
+        column = run.losses[:, k]
+        rows[term] = {
+            "loss_first": finite_median(column[:tenth]) if len(column) else None,
+            "loss_last": finite_median(column[-tenth:]) if len(column) else None,
+            "loss_initial": _first_finite(column),
+            "grad_norm": result.grad_norms[term],
+            "grad_norm_all": finite_median(run.norms_all[:, k]) if len(run.norms_all) else None,
+            "weighted_grad_norm": result.weighted_norms[term],
+            "share": result.shares[term],
+            "weight": diagnosis.current_weights.get(term, 1.0),
+            "suggested_weight": diagnosis.suggestion.weights[term],
+            "shared_parameters": run.meta.get("term_shared_parameters", {}).get(term, 0),
+            "parameters": run.meta.get("term_parameters", {}).get(term, 0),
+        }
+    return rows
+
+
+def build_summary(diagnosis: Diagnosis) -> dict:
+    """The contract's summary.json object; non-finite floats become null."""
+    run = diagnosis.run
+    meta = run.meta
+    summary = {
+        "lossdiag_version": __version__,
+        "torch_version": meta.get("torch_version"),
+        "source": meta.get("source"),
+        "status": diagnosis.status,
+        "verdict": verdict(diagnosis),
+        "terms": run.terms,
+        "weights": diagnosis.current_weights,
+        "steps": int(len(run.loss_steps)),
+        "recorded_steps": int(len(run.grad_steps)),
+        "ended_early": not run.ended,
+        "scope": meta.get("scope", "all"),
+        "shared_parameters": meta.get("shared_parameters", {"count": 0, "numel": 0, "names": []}),
+        "shared_modules": meta.get("shared_modules", []),
+        "per_term": per_term(diagnosis),
+        "dominance": diagnosis.dominance.shares,
+        "dominance_ratio": diagnosis.dominance.ratio,
+        "dominant_term": diagnosis.dominance.dominant_term,
+        "dominance_threshold": diagnosis.dominance.threshold,
+        "conflict": [{"terms": list(p.terms), "cosine_median": p.cosine_median,
+                      "negative_fraction": p.negative_fraction} for p in diagnosis.conflicts],
+        "conflict_threshold": diagnosis.config.conflict_cosine,
+        "suggested_weights": diagnosis.suggestion.weights,
+        "suggestion_kind": diagnosis.suggestion.kind,
+        "suggested_alpha": diagnosis.suggestion.alpha,
+        "refinement": [{"round": r["step"], "weights": r["weights"], "dominance": r["dominance"]}
+                       for r in run.extra.get("refine", [])],
+        "findings": [f.to_dict() for f in diagnosis.findings],
+        "checks": [],
+        "config": diagnosis.config.to_dict(),
+    }
+    return finite_or_none(summary)
