@@ -11,13 +11,13 @@ from lossdiag.findings import Finding
 from lossdiag.profiler import TrainingRun, ensure_steps, initial_state
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RecordWriter
-from lossdiag.report.files import summary_json, write_atomic, write_records
+from lossdiag.report.files import write_records
+from lossdiag.report.outputs import write_outputs
 from lossdiag.rng import preserved_rng
 from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
 from lossdiag.summary import build_summary
 
 RECORDS = "records.jsonl"
-SUMMARY = "summary.json"
 
 
 @dataclasses.dataclass
@@ -34,12 +34,12 @@ class ProfileResult:
         return self.diagnosis.findings
 
     def save(self, out: str | Path) -> Path:
-        """Write summary.json and records.jsonl (unless already streamed there) into a folder."""
+        """Write records.jsonl (unless already streamed there), summary.json and the report into a folder."""
         out = Path(out)
         records_path = out / RECORDS
         if self.streamed_to is None or self.streamed_to.resolve() != records_path.resolve():
             write_records(records_path, self.records)
-        write_atomic(out / SUMMARY, summary_json(self.summary))
+        write_outputs(out, self.diagnosis, self.summary)
         return out
 
 
