@@ -53,32 +53,49 @@ def suggest(run: RunData, dominance: Dominance, pairs: list[PairConflict], confl
 
 @dataclasses.dataclass(frozen=True)
 class AlphaCurve:
-    """Predicted share of the first term for alpha * first + (1 - alpha) * second, over a log grid."""
+    """Predicted share of the first term for alpha * first + (1 - alpha) * second, over a logit grid.
+
+    `first_share` uses the median norms (the estimator behind the shares and the suggestion, so it
+    crosses 0.5 at the suggested alpha); `first_share_low`/`_high` are the quartiles over recorded steps.
+    """
 
     alphas: np.ndarray
     first_share: np.ndarray
+    first_share_low: np.ndarray
+    first_share_high: np.ndarray
     suggested_alpha: float
     current_alpha: float
+
+
+def _share_of_first(alphas: np.ndarray, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    weighted_first = alphas[:, None] * first[None, :]
+    return weighted_first / (weighted_first + (1 - alphas[:, None]) * second[None, :])
+
+
+def _logit_grid(suggested_alpha: float, points: int) -> np.ndarray:
+    """Alphas evenly spaced in log(alpha / (1 - alpha)): dense near 0 and near 1, where balance points lie."""
+    edge = max(6.0, abs(math.log10(suggested_alpha / (1 - suggested_alpha))) + 2.0) if 0 < suggested_alpha < 1 else 6.0
+    logits = np.linspace(-edge, edge, points) * math.log(10)
+    return 1.0 / (1.0 + np.exp(-logits))
 
 
 def alpha_curve(run: RunData, suggested_alpha: Optional[float], points: int = 121) -> Optional[AlphaCurve]:
     """The share of the first term each alpha would give, from the recorded norms, without retraining.
 
-    Gradient norms scale linearly with a term's weight, so the share at any alpha follows from the
-    Gram diagonal of each recorded step; the median over steps is the prediction.
+    A term's gradient scales linearly with its weight, so the share at any alpha follows from the
+    unweighted norms (the Gram diagonal) of the recorded steps.
     """
     if len(run.terms) != 2 or suggested_alpha is None or len(run.shared_terms) != 2 or not len(run.gram):
         return None
     first, second = np.sqrt(run.gram[:, 0, 0]), np.sqrt(run.gram[:, 1, 1])
-    usable = np.isfinite(first) & np.isfinite(second) & ((first > 0) | (second > 0))
+    usable = np.isfinite(first) & np.isfinite(second) & (first + second > 0)
     if not usable.any():
         return None
     first, second = first[usable], second[usable]
-    low = min(-6.0, math.floor(math.log10(max(suggested_alpha, 1e-12))) - 2.0)
-    alphas = np.logspace(low, math.log10(0.999), points)
-    weighted_first = alphas[:, None] * first[None, :]
-    weighted_second = (1 - alphas[:, None]) * second[None, :]
-    shares = np.median(weighted_first / (weighted_first + weighted_second), axis=1)
+    alphas = _logit_grid(suggested_alpha, points)
+    central = _share_of_first(alphas, np.median(first, keepdims=True), np.median(second, keepdims=True))[:, 0]
+    per_step = _share_of_first(alphas, first, second)
     weights = run.weights[0] if len(run.weights) else np.array([1.0, 1.0])
     current_alpha = float(weights[0] / (weights[0] + weights[1]))
-    return AlphaCurve(alphas, shares, float(suggested_alpha), current_alpha)
+    return AlphaCurve(alphas, central, np.quantile(per_step, 0.25, axis=1), np.quantile(per_step, 0.75, axis=1),
+                      float(suggested_alpha), current_alpha)

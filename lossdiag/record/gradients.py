@@ -27,7 +27,8 @@ def term_gradients(terms: Mapping[str, torch.Tensor], layout: Layout, keep_graph
 def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
     """The K x K Gram matrix of the terms' gradients on shared parameters, per-module norms, and full norms.
 
-    Accumulates in float64 one parameter at a time, so no flattened copy of the model is ever made.
+    One parameter at a time (no flattened copy of the model is ever made): each block in the gradients'
+    precision, accumulated across parameters in float64.
     """
     names = list(grads)
     count = len(names)
@@ -40,8 +41,8 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
         present = [k for k, name in enumerate(names) if i in grads[name]]
         if not present:
             continue
-        stacked = torch.stack([grads[names[k]][i].reshape(-1) for k in present]).double()
-        block = stacked @ stacked.T
+        stacked = torch.stack([grads[names[k]][i].reshape(-1) for k in present])
+        block = (stacked @ stacked.T).double()
         where = torch.tensor(present, device=device)
         gram[where.unsqueeze(1), where] += block
         layer_squares[module_index[module_of(layout.names[i])], where] += block.diagonal()

@@ -1,0 +1,1 @@
+"""Benchmark problems and peer per-term-gradient steps; not part of the lossdiag package."""
