@@ -5,8 +5,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from lossdiag.analyse.run import parse
+from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
-from lossdiag.diagnose import Diagnosis, diagnose
+from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
 from lossdiag.profiler import TrainingRun, ensure_steps, initial_state
 from lossdiag.progress import Progress
@@ -42,6 +44,12 @@ class ProfileResult:
         write_outputs(out, self.diagnosis, self.summary)
         return out
 
+    def _repr_html_(self) -> str:
+        """In Jupyter: the verdict, the suggestion, the findings and the figures, inline with scoped CSS."""
+        from lossdiag.report.html import fragment
+
+        return fragment(self.diagnosis, self.summary)
+
 
 def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any) -> tuple[ModelSpec, Optional[Path]]:
     if isinstance(model, (str, Path)):
@@ -71,7 +79,7 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
 
 
 def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
-    """Record the main run (streamed to config.out when set), refine the suggestion, and diagnose."""
+    """Record the main run (streamed to config.out when set), refine the suggestion, run the checks, and diagnose."""
     ensure_steps(config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
     streamed_to = Path(config.out) / RECORDS if config.out else None
@@ -92,11 +100,54 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                 if writer is not None:
                     writer.write(refine)
                 diagnosis = diagnose(records)
+            bar.close()
+            if not config.no_checks:
+                checks = single_term_checks(spec, config, start, records, progress)
+                records.extend(checks)
+                if writer is not None:
+                    writer.write_many(checks)
+                diagnosis = diagnose(records)
     finally:
         bar.close()
         if writer is not None:
             writer.close()
     result = ProfileResult(records, diagnosis, build_summary(diagnosis), streamed_to)
+    if config.out:
+        result.save(config.out)
+    return result
+
+
+def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict],
+                       progress: Optional[bool] = None) -> list[dict]:
+    """Train each term alone from the run's start; a term whose gradient cannot train it is skipped with the reason."""
+    if config.check_steps == 0:
+        return []
+    terms = list(records[0]["terms"])
+    bar = Progress(len(terms) * config.check_steps, "single-term checks", progress)
+    try:
+        return single_term_records(spec, config, start, terms, broken_terms(parse(records)), bar)
+    finally:
+        bar.close()
+
+
+def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
+    """`lossdiag check`: a short recorded run (sanity_steps) for the gradient sanity checks, then each term alone.
+
+    Only the sanity and single-term findings are reported; the checks run even when no_checks is set.
+    """
+    sanity = dataclasses.replace(config, steps=config.sanity_steps, every=1)
+    bar = Progress(sanity.steps, "gradient sanity", progress)
+    try:
+        with preserved_rng():
+            start = initial_state(spec, sanity)
+            records = TrainingRun(spec, sanity, config.weights, start).record(None, bar)
+            bar.close()
+            records[0]["purpose"] = CHECK
+            records.extend(single_term_checks(spec, sanity, start, records, progress))
+    finally:
+        bar.close()
+    diagnosis = diagnose(records)
+    result = ProfileResult(records, diagnosis, build_summary(diagnosis))
     if config.out:
         result.save(config.out)
     return result

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -40,6 +41,9 @@ def guarded(command: Callable) -> Callable:
             if debug:
                 raise
             _fail(str(exc), EXIT_USAGE)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(EXIT_OK)
         except KeyboardInterrupt:
             _fail("interrupted; what was recorded so far is in records.jsonl", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
@@ -110,3 +114,64 @@ def profile(model_py: str, config_file: str | None, as_json: bool | None, **give
     else:
         click.echo(render(result.summary, model_py, config.out), nl=False)
     sys.exit(exit_code(result.summary, config.strict))
+
+
+@main.command()
+@run_options
+@guarded
+def check(model_py: str, config_file: str | None, as_json: bool | None, **given: Any) -> None:
+    """Only the gradient sanity and single-term checks on MODEL_PY: a fast gate for CI.
+
+    A short recorded run (sanity_steps, YAML) finds non-finite, detached and zero gradients; then each term is
+    trained alone for --check-steps. --steps and --no-checks do not apply here.
+    """
+    from lossdiag.api import run_check
+    from lossdiag.report.terminal import render
+    from lossdiag.spec import load_model_file
+
+    config = _resolve(model_py, config_file, {**given, "json": as_json})
+    spec = load_model_file(model_py)
+    result = run_check(spec, config)
+    if config.json:
+        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+    else:
+        click.echo(render(result.summary, model_py, config.out), nl=False)
+    sys.exit(exit_code(result.summary, config.strict))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for report.html, the PNGs and summary.json [RUN_DIR].")
+@click.option("--debug", is_flag=True, default=None, help="Show tracebacks.")
+@guarded
+def report(run_dir: str, out: str | None, debug: bool | None) -> None:
+    """Rebuild report.html, the PNG figures and summary.json from RUN_DIR/records.jsonl alone.
+
+    Works on a finished profile, a Monitor run, or a run that was killed (a torn last line is skipped).
+    Exits 0 once the page is written, whatever it finds.
+    """
+    from lossdiag.diagnose import diagnose
+    from lossdiag.record.stream import read_records
+    from lossdiag.report.outputs import REPORT, write_outputs
+    from lossdiag.report.terminal import render, safe
+    from lossdiag.summary import build_summary
+
+    folder = Path(run_dir)
+    path = folder / "records.jsonl"
+    if not folder.is_dir():
+        raise SpecError(f"{run_dir}: no such folder")
+    if not path.is_file():
+        raise SpecError(f"{path}: no such file; point at the folder a profile or a Monitor wrote")
+    try:
+        records, torn = read_records(path)
+        diagnosis = diagnose(records, torn)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        if debug:
+            raise
+        raise SpecError(f"{path}: not lossdiag records ({exc})") from None
+    target = Path(out) if out else folder
+    summary = build_summary(diagnosis)
+    write_outputs(target, diagnosis, summary)
+    click.echo(render(summary, None, str(target)), nl=False)
+    click.echo(f"report: {safe(target / REPORT)}")

@@ -29,6 +29,14 @@ class Config:
     seed: int = 0
     dominance_threshold: float = 0.8
     conflict_cosine: float = -0.5
+    sanity_steps: int = 20
+    check_start_window: float = 0.05
+    check_end_window: float = 0.2
+    check_min_drop: float = 0.05
+    check_noise_z: float = 3.0
+    check_max_rise: float = 0.5
+    starved_min_drop: float = 0.2
+    starved_ratio: float = 0.3
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -36,9 +44,11 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_POSITIVE = {"steps", "every"}
+_POSITIVE = {"steps", "every", "sanity_steps"}
+_POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed"}
-_UNIT_INTERVAL = {"dominance_threshold"}
+_UNIT_INTERVAL = {"dominance_threshold", "check_start_window", "check_end_window", "check_min_drop",
+                  "starved_min_drop", "starved_ratio"}
 _COSINE = {"conflict_cosine"}
 
 
@@ -71,6 +81,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         value = parse_weights(value, f"{where}'{name}'")
     if name in _POSITIVE and value < 1:
         raise SpecError(f"{where}'{name}' must be at least 1, got {value!r}")
+    if name in _POSITIVE_NUMBER and value <= 0:
+        raise SpecError(f"{where}'{name}' must be more than 0, got {value!r}")
     if name in _NON_NEGATIVE and value < 0:
         raise SpecError(f"{where}'{name}' must be 0 or more, got {value!r}")
     if name in _UNIT_INTERVAL and not 0.0 < value < 1.0:

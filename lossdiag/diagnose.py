@@ -10,8 +10,11 @@ from lossdiag.analyse.conflict import PairConflict, conflicts, cosine_matrix
 from lossdiag.analyse.dominance import Dominance, dominance
 from lossdiag.analyse.run import RunData, parse
 from lossdiag.analyse.suggest import AlphaCurve, Suggestion, alpha_curve, suggest
-from lossdiag.config import Config, resolve
+from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, starved_findings
+from lossdiag.config import FIELDS, Config, resolve
 from lossdiag.findings import Finding, conflict_findings, dominance_findings, sort_findings
+
+PROFILE, CHECK = "profile", "check"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,6 +29,17 @@ class Diagnosis:
     suggestion: Suggestion
     alpha_curve: Optional[AlphaCurve]
     findings: list[Finding]
+    progress: tuple[TermProgress, ...] = ()
+
+    @property
+    def purpose(self) -> str:
+        """'profile', or 'check' for a run of `lossdiag check` (sanity and single-term checks only)."""
+        return str(self.run.meta.get("purpose", PROFILE))
+
+    @property
+    def checks(self) -> list[dict]:
+        """The single-term check records, one per term, in the model's order."""
+        return list(self.run.extra.get("check", []))
 
     @property
     def status(self) -> str:
@@ -38,23 +52,35 @@ class Diagnosis:
 
 
 def config_of(run: RunData) -> Config:
-    """The configuration the run was recorded with, as the header stored it."""
-    return resolve({k: v for k, v in run.config.items() if v is not None})
+    """The configuration the run was recorded with; keys another version wrote and this one lacks are ignored."""
+    known = {k: v for k, v in run.config.items() if k in FIELDS and v is not None}
+    return resolve(known)
 
 
 def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:
-    """Analyse a run's records: dominance, conflict, the suggestion and the findings they produce."""
+    """Analyse a run's records: dominance, conflict, the suggestion, the checks and the findings they produce.
+
+    Terms whose gradient is broken (no path, always zero) are left out of the balance; a `check` run reports
+    only the sanity and single-term findings.
+    """
     run = parse(records, torn)
     config = config_of(run)
+    balanced = balance_view(run)
     current = {t: float(run.meta["weights"].get(t, 1.0)) for t in run.terms}
-    shares = dominance(run, config.dominance_threshold)
-    pairs = conflicts(run)
-    suggestion = suggest(run, shares, pairs, config.conflict_cosine, current)
+    shares = dominance(balanced, config.dominance_threshold)
+    pairs = conflicts(balanced)
+    suggestion = suggest(balanced, shares, pairs, config.conflict_cosine, current)
     refined = run.extra.get("refine")
     if refined:
         suggestion = dataclasses.replace(suggestion, weights=dict(refined[-1]["suggested"]),
                                          alpha=refined[-1]["suggested"][run.terms[0]]
                                          if suggestion.alpha is not None else None)
-    findings = dominance_findings(shares) + conflict_findings(pairs, config.conflict_cosine)
-    return Diagnosis(run, config, shares, pairs, cosine_matrix(run), suggestion,
-                     alpha_curve(run, suggestion.alpha), sort_findings(findings))
+    checked = sanity_findings(run) + check_findings(run, config)
+    if run.meta.get("purpose", PROFILE) == CHECK:
+        return Diagnosis(run, config, shares, pairs, cosine_matrix(balanced), suggestion, None,
+                         sort_findings(checked))
+    term_progress = tuple(progress(run, config, {t for pair in suggestion.opposed for t in pair}))
+    findings = (dominance_findings(shares) + conflict_findings(pairs, config.conflict_cosine) + checked
+                + starved_findings(list(term_progress), config))
+    return Diagnosis(run, config, shares, pairs, cosine_matrix(balanced), suggestion,
+                     alpha_curve(balanced, suggestion.alpha), sort_findings(findings), term_progress)

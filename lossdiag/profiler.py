@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 
@@ -30,12 +30,32 @@ def header(spec: ModelSpec, config: Config, terms: list[str], weights: dict[str,
     """The first record of a run: what was profiled, how, and which parameters the terms share."""
     return {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
             "source": spec.source, "terms": terms, "weights": weights, "scope": "all",
-            "config": config.to_dict(), **layout.describe()}
+            "config": config.to_dict(), "nonfinite_updates": "skipped", **layout.describe()}
 
 
 def _total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Optional[torch.Tensor]:
     parts = [weights[name] * value for name, value in terms.items() if value.requires_grad]
     return torch.stack(parts).sum() if parts else None
+
+
+def finite_gradients(parameters: Iterable[torch.nn.Parameter]) -> bool:
+    """Whether every gradient set on the parameters is finite, so an optimizer step cannot poison them."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
+def start_training(spec: ModelSpec, config: Config, initial_state: Optional[dict]
+                   ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Iterator[Any], Optional[torch.device]]:
+    """A seeded model from the initial state, a fresh optimizer and the batch stream, as every run starts."""
+    seed_everything(config.seed)
+    model = build(spec)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    device = torch.device(config.device) if config.device else None
+    if device is not None:
+        model.to(device)
+    model.train()
+    return model, make_optimizer(spec, model), batch_stream(spec), device
 
 
 @dataclasses.dataclass
@@ -48,17 +68,11 @@ class TrainingRun:
     initial_state: Optional[dict] = None
 
     def record(self, writer: Optional[RecordWriter] = None, progress: Optional[Progress] = None) -> list[dict]:
-        """Train for config.steps, recording each term's value every step and its gradients every `every`."""
-        seed_everything(self.config.seed)
-        model = build(self.spec)
-        if self.initial_state is not None:
-            model.load_state_dict(self.initial_state)
-        device = torch.device(self.config.device) if self.config.device else None
-        if device is not None:
-            model.to(device)
-        model.train()
-        optimizer = make_optimizer(self.spec, model)
-        stream = batch_stream(self.spec)
+        """Train for config.steps, recording each term's value every step and its gradients every `every`.
+
+        A step whose update is not finite is recorded but not applied, so one bad batch cannot poison the model.
+        """
+        model, optimizer, stream, device = start_training(self.spec, self.config, self.initial_state)
         records: list[dict] = []
         names: Optional[list[str]] = None
         layout: Optional[Layout] = None
@@ -89,10 +103,13 @@ class TrainingRun:
             bad = nonfinite_terms(values, stats, names)
             if bad:
                 record["nonfinite"] = bad
-            optimizer.step()
-            records.append(record)
+            hidden = not bad and stats is None and not finite_gradients(layout.parameters)
+            if not (bad or hidden):
+                optimizer.step()
+            new = [record, {"kind": "nonfinite-update", "step": step}] if hidden else [record]
+            records.extend(new)
             if writer is not None:
-                writer.write(record)
+                writer.write_many(new)
             if progress is not None:
                 progress.update()
         end = {"kind": "end", "step": self.config.steps - 1, "steps": self.config.steps}

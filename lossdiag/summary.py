@@ -1,10 +1,12 @@
 """summary.json (CONTRACT section 4): the diagnosis as plain data, with a verdict line."""
 from __future__ import annotations
 
+import numpy as np
+
 from lossdiag._version import __version__
 from lossdiag.analyse.run import finite_median
 from lossdiag.analyse.suggest import TRADE_OFF
-from lossdiag.diagnose import Diagnosis
+from lossdiag.diagnose import CHECK, Diagnosis
 from lossdiag.record.stream import finite_or_none
 
 
@@ -14,11 +16,13 @@ def _first_finite(values) -> float | None:
 
 
 def verdict(diagnosis: Diagnosis) -> str:
-    """The one line a person reads first."""
+    """The one line a person reads first; the status (ok, warning, error) is rendered beside it, not in it."""
     errors = [f for f in diagnosis.findings if f.severity == "error"]
     if errors:
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
-        return f"error: {errors[0].message}{more}"
+        return f"{errors[0].message}{more}"
+    if diagnosis.purpose == CHECK:
+        return check_verdict(diagnosis)
     suggestion = diagnosis.suggestion
     if suggestion.kind == TRADE_OFF:
         pairs = ", ".join(f"'{a}' vs '{b}'" for a, b in suggestion.opposed)
@@ -30,11 +34,41 @@ def verdict(diagnosis: Diagnosis) -> str:
                 f"reweight with the suggestion below")
     warnings = [f for f in diagnosis.findings if f.severity == "warning"]
     if warnings:
-        return f"warning: {warnings[0].message}"
+        return warnings[0].message
     shares = [s for s in diagnosis.dominance.shares.values() if s == s]
     if len(diagnosis.run.shared_terms) < 2:
-        return "ok: fewer than two terms reach shared parameters, so there is no balance to measure"
+        return "fewer than two terms reach shared parameters, so there is no balance to measure"
     return f"balanced: no term dominates the shared parameters (largest share {max(shares):.3f})"
+
+
+def check_verdict(diagnosis: Diagnosis) -> str:
+    """The verdict of a `lossdiag check` run without errors: how many terms go down alone, and what was skipped."""
+    checks = diagnosis.checks
+    if not checks:
+        return "no gradient sanity error (the single-term checks did not run)"
+    passed = sum(1 for c in checks if c["status"] == "pass")
+    skipped = [f"'{c['term']}' ({c['reason']})" for c in checks if c["status"] == "skipped"]
+    line = f"no gradient sanity error; {passed} of {len(checks)} terms go down when trained alone"
+    return line + (f"; skipped {', '.join(skipped)}" if skipped else "")
+
+
+def checks_summary(diagnosis: Diagnosis) -> list[dict]:
+    """One row per single-term check: the contract's keys, the failure code and reason, and in a profile the
+    progress under the combined loss over the same first steps (`compared_steps`) with the starved flag."""
+    progress = {p.term: p for p in diagnosis.progress}
+    rows = []
+    for record in diagnosis.checks:
+        row = {key: record.get(key) for key in ("term", "status", "loss_start", "loss_end", "relative_drop", "code",
+                                                  "reason", "steps", "start_window", "end_window",
+                                                  "nonfinite_steps")}
+        compared = progress.get(record["term"])
+        row["compared_steps"] = compared.steps if compared else None
+        row["alone_relative_drop"] = compared.alone if compared else None
+        row["combined_relative_drop"] = compared.combined if compared else None
+        row["starved"] = bool(compared and compared.starved)
+        row["combined_skipped_updates"] = compared.skipped_updates if compared else None
+        rows.append(row)
+    return rows
 
 
 def per_term(diagnosis: Diagnosis) -> dict:
@@ -60,6 +94,27 @@ def per_term(diagnosis: Diagnosis) -> dict:
     return rows
 
 
+def layer_shares(diagnosis: Diagnosis) -> dict:
+    """Per shared module, each term's share of the weighted gradient there (median norms over recorded steps)."""
+    run = diagnosis.run
+    weights = np.abs(run.weights)
+    shares = {}
+    for module, norms in run.layers.items():
+        medians = np.array([finite_median(weights[:, k] * norms[:, k]) for k in range(len(run.terms))])
+        total = float(np.nansum(medians))
+        shares[module] = {t: float(medians[k] / total) if total > 0 else None for k, t in enumerate(run.terms)}
+    return shares
+
+
+def scope_label(meta: dict) -> str | None:
+    """For a proxy scope (a Monitor's 'last-layer' or 'representation'), what was measured instead; else None."""
+    scope = meta.get("scope", "all")
+    if scope == "all":
+        return None
+    note = meta.get("scope_note")
+    return f"proxy scope '{scope}'" + (f": {note}" if note else "")
+
+
 def build_summary(diagnosis: Diagnosis) -> dict:
     """The contract's summary.json object; non-finite floats become null."""
     run = diagnosis.run
@@ -69,15 +124,19 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "torch_version": meta.get("torch_version"),
         "source": meta.get("source"),
         "status": diagnosis.status,
-        "verdict": verdict(diagnosis),
+        "verdict": verdict(diagnosis) + (f" [measured on a proxy: scope '{meta['scope']}']"
+                                         if scope_label(meta) else ""),
         "terms": run.terms,
         "weights": diagnosis.current_weights,
         "steps": int(len(run.loss_steps)),
         "recorded_steps": int(len(run.grad_steps)),
         "ended_early": not run.ended,
         "scope": meta.get("scope", "all"),
+        "scope_proxy": scope_label(meta) is not None,
+        "scope_note": scope_label(meta),
         "shared_parameters": meta.get("shared_parameters", {"count": 0, "numel": 0, "names": []}),
         "shared_modules": meta.get("shared_modules", []),
+        "layers": layer_shares(diagnosis),
         "per_term": per_term(diagnosis),
         "dominance": diagnosis.dominance.shares,
         "dominance_ratio": diagnosis.dominance.ratio,
@@ -92,7 +151,8 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "refinement": [{"round": r["step"], "weights": r["weights"], "dominance": r["dominance"]}
                        for r in run.extra.get("refine", [])],
         "findings": [f.to_dict() for f in diagnosis.findings],
-        "checks": [],
+        "checks": checks_summary(diagnosis),
+        "purpose": diagnosis.purpose,
         "config": diagnosis.config.to_dict(),
     }
     return finite_or_none(summary)

@@ -48,8 +48,79 @@ def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[st
     return lines
 
 
+def percent(value: Optional[float]) -> str:
+    """A fraction as a percentage with one decimal; '-' for a missing or non-finite one."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.1%}"
+
+
+def findings_lines(summary: dict) -> list[str]:
+    """Each finding with its severity, code, message (figures and threshold) and what to do."""
+    if not summary["findings"]:
+        return []
+    lines = ["", "findings"]
+    for finding in summary["findings"]:
+        lines.append(f"  {SEVERITY_LABEL.get(finding['severity'], finding['severity']):8} "
+                     f"{finding['code']:18} {safe(finding['message'])}")
+        lines.append(f"  {'':8} {'':18} what to do: {safe(finding['advice'])}")
+    return lines
+
+
+def checks_lines(summary: dict) -> list[str]:
+    """The single-term checks: per term status, smoothed start -> end, drop alone (and combined), and the rules."""
+    checks = summary.get("checks") or []
+    if not checks:
+        return []
+    config = summary.get("config", {})
+    combined = any(c.get("combined_relative_drop") is not None for c in checks)
+    rows = []
+    for check in checks:
+        status = f"{check['status']} ({check['code']})" if check.get("code") else check["status"]
+        row = [safe(check["term"]), status, f"{number(check['loss_start'])} -> {number(check['loss_end'])}",
+               percent(check["relative_drop"])]
+        if combined:
+            row += [percent(check.get("combined_relative_drop")), "starved" if check.get("starved") else ""]
+        rows.append(row)
+    header = ["term", "check", "loss start -> end", "drop alone"] + (["drop combined", ""] if combined else [])
+    first = max((c.get("start_window") or 0 for c in checks), default=0)
+    last = max((c.get("end_window") or 0 for c in checks), default=0)
+    lines = ["", f"single-term checks: each term trained alone (weight 1) from the run's start for "
+                 f"{config.get('check_steps')} steps; start and end are medians of the first {first} and last "
+                 f"{last} steps"]
+    lines += _table(header, rows)
+    lines.append(f"pass: a drop of at least {percent(config.get('check_min_drop'))} and more than "
+                 f"{number(config.get('check_noise_z'))} noise standard errors; diverging: a rise of "
+                 f"{percent(config.get('check_max_rise'))} or more")
+    if combined:
+        lines.append(f"starved: over the same first steps, the drop under the combined loss is at most "
+                     f"{number(config.get('starved_ratio'))} times an alone drop of at least "
+                     f"{percent(config.get('starved_min_drop'))}")
+    lines += [f"  '{safe(c['term'])}' skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
+    return lines
+
+
+def render_check(summary: dict, out: Optional[str] = None) -> str:
+    """The summary of `lossdiag check`: verdict, sanity findings and the single-term checks."""
+    config = summary.get("config", {})
+    lines = [
+        f"lossdiag {summary['lossdiag_version']} · {safe(summary.get('source') or '')} · check: "
+        f"{summary['steps']} steps of gradient sanity, {config.get('check_steps')} steps per term alone · "
+        f"{len(summary['terms'])} terms",
+        "",
+        f"{summary['status'].upper()}: {safe(summary['verdict'])}",
+        *findings_lines(summary),
+        *checks_lines(summary),
+    ]
+    if out:
+        lines += ["", f"outputs in {safe(out)}/"]
+    return "\n".join(lines) + "\n"
+
+
 def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] = None) -> str:
     """The whole human summary as text."""
+    if summary.get("purpose") == "check":
+        return render_check(summary, out)
     shared = summary["shared_parameters"]
     lines = [
         f"lossdiag {summary['lossdiag_version']} · {safe(summary.get('source') or '')} · "
@@ -70,12 +141,8 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
                     rows)
     lines += ["", f"share: of the weighted gradient on shared parameters (median over recorded steps); "
                   f"dominance threshold {number(summary['dominance_threshold'])}"]
-    if summary["findings"]:
-        lines += ["", "findings"]
-        for finding in summary["findings"]:
-            lines.append(f"  {SEVERITY_LABEL.get(finding['severity'], finding['severity']):8} "
-                         f"{finding['code']:18} {safe(finding['message'])}")
-            lines.append(f"  {'':8} {'':18} what to do: {safe(finding['advice'])}")
+    lines += findings_lines(summary)
+    lines += checks_lines(summary)
     if summary["conflict"]:
         lines += ["", f"conflict (median cosine of gradients on shared parameters; "
                       f"threshold {number(summary['conflict_threshold'])})"]

@@ -1,0 +1,264 @@
+"""Gradient sanity, single-term checks and starved terms, on the real fixture models tests/fixtures/check_*.py."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lossdiag
+from lossdiag.api import run_check
+from lossdiag.checks.single_term import assess, measure
+from lossdiag.config import Config, load, resolve
+from lossdiag.diagnose import diagnose
+from lossdiag.errors import SpecError
+from lossdiag.record.shared import discover
+from lossdiag.record.stream import read_records
+from lossdiag.spec import batch_stream, load_model_file
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+EXPECTED = {
+    "check_healthy.py": set(),
+    "check_detached.py": {("no-grad-path", "classification")},
+    "check_zero.py": {("zero-grad", "regression")},
+    "check_unlearnable.py": {("not-decreasing", "classification")},
+    "check_nan.py": {("non-finite", "regression")},
+    "check_starved.py": {("dominant-term", "regression"), ("starved", "classification")},
+    "check_aux_detached.py": {("no-shared-params", "aux")},
+    "check_diverging.py": {("diverging", "regression")},
+    "check_nan_gradient.py": {("non-finite", "margin")},
+}
+
+
+def codes(findings) -> set[tuple[str, str]]:
+    return {(f.code, term) for f in findings for term in f.terms}
+
+
+@pytest.fixture(scope="module")
+def profiled():
+    """Each fixture profiled once with the default settings (profile plus checks)."""
+    cache: dict[str, lossdiag.ProfileResult] = {}
+
+    def get(name: str) -> lossdiag.ProfileResult:
+        if name not in cache:
+            cache[name] = lossdiag.profile(str(FIXTURES / name), progress=False)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_fixture_gives_exactly_its_findings(profiled, name):
+    result = profiled(name)
+    assert codes(result.findings) == EXPECTED[name]
+    for finding in result.findings:
+        assert finding.advice and finding.advice.strip()
+
+
+def test_healthy_model_raises_no_warning_and_every_term_passes(profiled):
+    summary = profiled("check_healthy.py").summary
+    assert summary["status"] == "ok"
+    assert [c["status"] for c in summary["checks"]] == ["pass"] * 3
+    assert all(not c["starved"] for c in summary["checks"])
+
+
+def test_each_term_alone_starts_where_the_profile_starts(profiled):
+    result = profiled("check_healthy.py")
+    first_step = next(r for r in result.records if r.get("kind") == "step")
+    checks = [r for r in result.records if r.get("kind") == "check"]
+    assert [c["term"] for c in checks] == result.summary["terms"]
+    assert [c["step"] for c in checks] == list(range(len(checks)))
+    for check in checks:
+        assert len(check["losses"]) == Config().check_steps
+        assert check["losses"][0] == first_step["loss"][check["term"]]
+
+
+def test_terms_whose_gradient_cannot_train_them_are_skipped_with_the_reason(profiled):
+    detached = {c["term"]: c for c in profiled("check_detached.py").summary["checks"]}
+    assert detached["classification"]["status"] == "skipped"
+    assert "no trainable parameter" in detached["classification"]["reason"]
+    assert detached["regression"]["status"] == "pass"
+    zero = {c["term"]: c for c in profiled("check_zero.py").summary["checks"]}
+    assert zero["regression"]["status"] == "skipped" and "zero" in zero["regression"]["reason"]
+
+
+def test_nan_names_the_first_step_and_term_and_the_profile_keeps_recording(profiled):
+    result = profiled("check_nan.py")
+    spec = load_model_file(FIXTURES / "check_nan.py")
+    stream = batch_stream(spec)
+    targets = [next(stream)[2] for _ in range(Config().steps)]
+    bad_steps = [s for s, target in enumerate(targets) if not torch.isfinite(target).all()]
+    finding = next(f for f in result.findings if f.code == "non-finite")
+    assert finding.terms == ["regression"] and finding.value == bad_steps[0]
+    assert f"step {bad_steps[0]}" in finding.message and "skipped" in finding.message
+    steps = [r for r in result.records if r.get("kind") == "step"]
+    assert len(steps) == Config().steps
+    assert [r["step"] for r in steps if r.get("nonfinite")] == bad_steps
+    assert all(math.isfinite(r["loss"]["classification"]) for r in steps)
+
+
+def test_a_gradient_that_is_nan_on_unrecorded_steps_is_still_caught_and_skipped():
+    result = lossdiag.profile(str(FIXTURES / "check_nan_gradient.py"), steps=20, every=2, check_steps=10,
+                              progress=False)
+    hidden = [r["step"] for r in result.records if r.get("kind") == "nonfinite-update"]
+    assert hidden == list(range(1, 20, 2))
+    finding, = [f for f in result.findings if f.code == "non-finite"]
+    assert finding.terms == ["margin"] and "its gradient" in finding.message
+    assert "20 of 20 steps had a non-finite update" in finding.message and "never trained" in finding.message
+    margin = next(c for c in result.summary["checks"] if c["term"] == "margin")
+    assert margin["status"] == "skipped" and margin["nonfinite_steps"] == 10
+
+
+def _poisoned_run(spec, steps: int) -> list[dict]:
+    """Records of a plain loop that applies every update, NaN included, as an in-loop monitor would see it."""
+    torch.manual_seed(0)
+    model = spec.build_model()
+    optimizer = spec.make_optimizer(model.parameters())
+    stream = batch_stream(spec)
+    records: list[dict] = []
+    for step in range(steps):
+        terms = spec.losses(model, next(stream))
+        if not records:
+            records.append({"kind": "meta", "step": 0, "terms": list(terms), "weights": {t: 1.0 for t in terms},
+                            "config": {}, **discover(model, terms).describe()})
+        values = {t: float(v.detach()) for t, v in terms.items()}
+        record = {"kind": "step", "step": step, "loss": values}
+        bad = [t for t, v in values.items() if not math.isfinite(v)]
+        if bad:
+            record["nonfinite"] = bad
+        records.append(record)
+        optimizer.zero_grad()
+        sum(terms.values()).backward()
+        optimizer.step()
+    return records
+
+
+def test_terms_poisoned_through_shared_parameters_are_not_blamed():
+    records = _poisoned_run(load_model_file(FIXTURES / "check_nan.py"), 12)
+    first = next(r for r in records if r.get("nonfinite"))
+    assert first["nonfinite"] == ["regression"]
+    assert any("classification" in r.get("nonfinite", []) for r in records)
+    findings = [f for f in diagnose(records).findings if f.code == "non-finite"]
+    assert [f.terms for f in findings] == [["regression"]]
+    assert f"step {first['step']}" in findings[0].message
+    assert "'classification'" in findings[0].message and "not blamed" in findings[0].message
+
+
+def test_starved_reports_both_progress_figures(profiled):
+    summary = profiled("check_starved.py").summary
+    row = next(c for c in summary["checks"] if c["term"] == "classification")
+    config = Config()
+    assert row["starved"]
+    assert row["alone_relative_drop"] >= config.starved_min_drop
+    assert abs(row["combined_relative_drop"]) <= config.starved_ratio * row["alone_relative_drop"]
+    finding = next(f for f in summary["findings"] if f["code"] == "starved")
+    assert f"{row['alone_relative_drop']:.1%}" in finding["message"]
+    assert f"{row['combined_relative_drop']:.1%}" in finding["message"]
+    assert f"{config.starved_ratio:g}" in finding["message"]
+
+
+def test_api_leaves_the_callers_model_and_rng_untouched():
+    spec = load_model_file(FIXTURES / "check_healthy.py")
+    model = spec.build_model()
+    before = copy.deepcopy(model.state_dict())
+    torch.manual_seed(1234)
+    random.seed(1234)
+    np.random.seed(1234)
+    rng = (torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy())
+    result = lossdiag.profile(model, spec.batches, spec.losses, make_optimizer=spec.make_optimizer,
+                              steps=30, check_steps=30, progress=False)
+    assert [c["status"] for c in result.summary["checks"]] == ["pass"] * 3
+    after = model.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], before[k]) for k in before)
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng[0])
+    assert random.getstate() == rng[1]
+    assert np.array_equal(np.random.get_state()[1], rng[2])
+
+
+def test_thresholds_come_from_yaml_and_are_printed_with_the_finding(tmp_path, profiled):
+    drops = {c["term"]: c["relative_drop"] for c in profiled("check_healthy.py").summary["checks"]}
+    strict = sorted(drops.values())[1]
+    config_file = tmp_path / "lossdiag.yaml"
+    config_file.write_text(f"check_min_drop: {strict}\nsteps: 40\n")
+    result = lossdiag.profile(str(FIXTURES / "check_healthy.py"), config=config_file, progress=False)
+    failing = {(f.code, t) for f in result.findings for t in f.terms if f.severity == "error"}
+    assert failing == {("not-decreasing", t) for t, d in drops.items() if d < strict}
+    for finding in (f for f in result.findings if f.code == "not-decreasing"):
+        assert f"{strict:.0%}" in finding.message and finding.threshold == strict
+
+
+@pytest.mark.parametrize("key, value", [("starved_ratio", 1.5), ("check_min_drop", 0.0), ("check_noise_z", 0),
+                                        ("check_max_rise", -1.0), ("sanity_steps", 0), ("check_end_window", 1.0)])
+def test_out_of_range_thresholds_are_usage_errors_naming_the_key(key, value):
+    with pytest.raises(SpecError, match=key):
+        resolve({key: value})
+
+
+def test_every_check_threshold_has_a_default_and_overlays_from_yaml(tmp_path):
+    names = ["sanity_steps", "check_start_window", "check_end_window", "check_min_drop", "check_noise_z",
+             "check_max_rise", "starved_min_drop", "starved_ratio"]
+    defaults = Config()
+    path = tmp_path / "c.yaml"
+    path.write_text("".join(f"{n}: {getattr(defaults, n) / 2 if n != 'sanity_steps' else 3}\n" for n in names))
+    loaded = load(path, None, {})
+    for name in names:
+        expected = 3 if name == "sanity_steps" else getattr(defaults, name) / 2
+        assert getattr(loaded, name) == expected
+
+
+def test_records_file_alone_rebuilds_the_same_checks_and_findings(tmp_path, profiled):
+    result = lossdiag.profile(str(FIXTURES / "check_nan.py"), out=str(tmp_path), progress=False)
+    records, torn = read_records(tmp_path / "records.jsonl")
+    rebuilt = diagnose(records, torn)
+    assert codes(rebuilt.findings) == codes(result.findings) == EXPECTED["check_nan.py"]
+    assert [(c["term"], c["status"], c["relative_drop"]) for c in rebuilt.checks] == \
+        [(c["term"], c["status"], c["relative_drop"]) for c in result.summary["checks"]]
+    assert [p.starved for p in rebuilt.progress] == [p.starved for p in result.diagnosis.progress]
+
+
+def test_check_run_reports_only_sanity_and_single_term_findings():
+    spec = load_model_file(FIXTURES / "check_starved.py")
+    result = run_check(spec, Config(), progress=False)
+    assert result.summary["purpose"] == "check"
+    assert result.summary["steps"] == Config().sanity_steps
+    assert codes(result.findings) == set()
+    assert [c["status"] for c in result.summary["checks"]] == ["pass", "pass"]
+    unlearnable = run_check(load_model_file(FIXTURES / "check_unlearnable.py"), Config(), progress=False)
+    assert codes(unlearnable.findings) == EXPECTED["check_unlearnable.py"]
+
+
+def test_the_rule_is_invariant_to_the_scale_of_a_real_curve(profiled):
+    config = Config()
+    for name in ("check_healthy.py", "check_unlearnable.py", "check_diverging.py"):
+        for record in (r for r in profiled(name).records if r.get("kind") == "check"):
+            trend, scaled = measure(record["losses"], config), measure([v * 1e3 for v in record["losses"]], config)
+            assert scaled.relative_drop == pytest.approx(trend.relative_drop, rel=1e-9)
+            assert assess(scaled, config) == assess(trend, config)
+            assert assess(trend, config).status == record["status"]
+
+
+def test_a_drop_within_the_noise_does_not_pass(profiled):
+    config = Config()
+    record = next(r for r in profiled("check_healthy.py").records if r.get("kind") == "check")
+    curve = np.array(record["losses"])
+    trend = measure(curve, config)
+    assert assess(trend, config).status == "pass"
+    noise = np.random.default_rng(0).normal(0.0, 50 * trend.drop, curve.size)
+    noisy = measure(curve + noise, config)
+    assert assess(noisy, config).status == "fail"
+    assert re.match(r"not-decreasing|diverging", assess(noisy, config).code)
+
+
+def test_opposed_terms_are_a_trade_off_not_starved():
+    result = lossdiag.profile(str(FIXTURES / "opposed.py"), progress=False)
+    assert {f.code for f in result.findings} == {"gradient-conflict"}
+    assert [c["status"] for c in result.summary["checks"]] == ["pass", "pass"]
+    assert not any(c["starved"] for c in result.summary["checks"])
