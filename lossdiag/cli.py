@@ -91,6 +91,20 @@ def _resolve(model_py: str, config_file: str | None, given: dict) -> Any:
     return config if config.out else config.__class__(**{**config.to_dict(), "out": DEFAULT_OUT})
 
 
+def _run_and_render(runner: Callable, model_py: str, config_file: str | None, given: dict) -> None:
+    """Resolve options, run `runner(spec, config)`, print the summary (text or --json), exit by its findings."""
+    from lossdiag.report.terminal import render
+    from lossdiag.spec import load_model_file
+
+    config = _resolve(model_py, config_file, given)
+    result = runner(load_model_file(model_py), config)
+    if config.json:
+        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+    else:
+        click.echo(render(result.summary, model_py, config.out), nl=False)
+    sys.exit(exit_code(result.summary, config.strict))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lossdiag")
 def main() -> None:
@@ -103,17 +117,8 @@ def main() -> None:
 def profile(model_py: str, config_file: str | None, as_json: bool | None, **given: Any) -> None:
     """Profile MODEL_PY: per-term gradients on shared parameters, dominance, conflict, a suggestion."""
     from lossdiag.api import run_profile
-    from lossdiag.report.terminal import render
-    from lossdiag.spec import load_model_file
 
-    config = _resolve(model_py, config_file, {**given, "json": as_json})
-    spec = load_model_file(model_py)
-    result = run_profile(spec, config)
-    if config.json:
-        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
-    else:
-        click.echo(render(result.summary, model_py, config.out), nl=False)
-    sys.exit(exit_code(result.summary, config.strict))
+    _run_and_render(run_profile, model_py, config_file, {**given, "json": as_json})
 
 
 @main.command()
@@ -126,17 +131,8 @@ def check(model_py: str, config_file: str | None, as_json: bool | None, **given:
     trained alone for --check-steps. --steps and --no-checks do not apply here.
     """
     from lossdiag.api import run_check
-    from lossdiag.report.terminal import render
-    from lossdiag.spec import load_model_file
 
-    config = _resolve(model_py, config_file, {**given, "json": as_json})
-    spec = load_model_file(model_py)
-    result = run_check(spec, config)
-    if config.json:
-        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
-    else:
-        click.echo(render(result.summary, model_py, config.out), nl=False)
-    sys.exit(exit_code(result.summary, config.strict))
+    _run_and_render(run_check, model_py, config_file, {**given, "json": as_json})
 
 
 @main.command()

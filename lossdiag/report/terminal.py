@@ -82,7 +82,7 @@ def checks_lines(summary: dict) -> list[str]:
         if combined:
             row += [percent(check.get("combined_relative_drop")), "starved" if check.get("starved") else ""]
         rows.append(row)
-    header = ["term", "check", "loss start -> end", "drop alone"] + (["drop combined", ""] if combined else [])
+    header = ["term", "check", "loss start -> end", "drop alone"] + (["drop combined", "finding"] if combined else [])
     first = max((c.get("start_window") or 0 for c in checks), default=0)
     last = max((c.get("end_window") or 0 for c in checks), default=0)
     lines = ["", f"single-term checks: each term trained alone (weight 1) from the run's start for "
