@@ -144,24 +144,30 @@ def share_area(steps: np.ndarray, shares: np.ndarray, terms: Sequence[str], thre
     return _finish(ax, "Share of the weighted gradient on the shared parameters", "step", "share (stacked)")
 
 
+def _finish_map(ax: Axes, cells: Optional[np.ndarray], dark: Callable[[float], bool], bar_label: str, title: str,
+                fontsize: float = FONT) -> Figure:
+    """Write `cells` in (white where `dark`; None: no values), add the colourbar of the axes' image, then finish."""
+    for (i, j), value in np.ndenumerate(cells) if cells is not None else ():
+        text, white = (f"{value:.2f}", dark(value)) if math.isfinite(value) else ("n/a", False)
+        ax.text(j, i, text, ha="center", va="center", fontsize=fontsize, color="white" if white else "black")
+    colourbar = ax.get_figure(root=True).colorbar(ax.images[-1], ax=ax, shrink=0.85)
+    colourbar.set_label(bar_label, fontsize=FONT)
+    colourbar.ax.tick_params(labelsize=FONT)
+    figure = _finish(ax, title, "", "")
+    ax.grid(False)
+    return figure
+
+
 def cosine_heatmap(matrix: np.ndarray, terms: Sequence[str], ax: Optional[Axes] = None) -> Figure:
     """Median cosine between each pair of terms' shared gradients, colours fixed to [-1, 1], values written in."""
     ax = _axes(ax, SQUARE)
     matrix = np.asarray(matrix, dtype=float)
-    image = ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)
+    ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)
     names = [label(t, 32) for t in terms]
     ax.set_xticks(range(len(terms)), names, rotation=30, ha="right")
     ax.set_yticks(range(len(terms)), names)
-    for (i, j), value in np.ndenumerate(matrix):
-        text = f"{value:.2f}" if math.isfinite(value) else "n/a"
-        colour = "white" if math.isfinite(value) and abs(value) > 0.6 else "black"
-        ax.text(j, i, text, ha="center", va="center", fontsize=FONT, color=colour)
-    colourbar = ax.get_figure(root=True).colorbar(image, ax=ax, shrink=0.85)
-    colourbar.set_label("median cosine (-1 opposed, 0 unrelated, 1 aligned)", fontsize=FONT)
-    colourbar.ax.tick_params(labelsize=FONT)
-    figure = _finish(ax, "Gradient cosine between terms", "", "")
-    ax.grid(False)
-    return figure
+    return _finish_map(ax, matrix, lambda value: abs(value) > 0.6,
+                       "median cosine (-1 opposed, 0 unrelated, 1 aligned)", "Gradient cosine between terms")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -280,20 +286,11 @@ def layer_map(modules: Sequence[str], terms: Sequence[str], shares: np.ndarray, 
     shares = np.asarray(shares, dtype=float)
     height = float(np.clip(1.2 + 0.3 * len(modules), 2.6, 14.0))
     ax = _axes(ax, (max(3.6, 1.6 + 1.0 * len(terms)), height))
-    image = ax.imshow(shares, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.imshow(shares, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto")
     ax.set_xticks(range(len(terms)), [label(t, 32) for t in terms], rotation=30, ha="right")
     ax.set_yticks(range(len(modules)), [label(m, 36) for m in modules])
-    if shares.size <= 160:
-        for (i, j), value in np.ndenumerate(shares):
-            text = f"{value:.2f}" if math.isfinite(value) else "n/a"
-            ax.text(j, i, text, ha="center", va="center", fontsize=FONT - 1,
-                    color="white" if math.isfinite(value) and value <= 0.6 else "black")
-    colourbar = ax.get_figure(root=True).colorbar(image, ax=ax, shrink=0.85)
-    colourbar.set_label("share of the module's gradient", fontsize=FONT)
-    colourbar.ax.tick_params(labelsize=FONT)
-    figure = _finish(ax, "Share of each shared module's gradient", "", "")
-    ax.grid(False)
-    return figure
+    return _finish_map(ax, shares if shares.size <= 160 else None, lambda value: value <= 0.6,
+                       "share of the module's gradient", "Share of each shared module's gradient", FONT - 1)
 
 
 @dataclasses.dataclass(frozen=True)
