@@ -48,6 +48,16 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def call_user(spec: ModelSpec, what: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Call the user's code; an exception it raises becomes a usage error naming the call (`what`)."""
+    try:
+        return function(*args)
+    except SpecError:
+        raise
+    except Exception as exc:
+        raise spec.user_error(f"{what} raised {_describe(exc)}") from exc
+
+
 def load_model_file(path: str | Path) -> ModelSpec:
     """Import a model file by path, its folder first on sys.path, and check the names it must define."""
     path = Path(path)
@@ -134,12 +144,7 @@ def _replayable(iterable: Any) -> Callable[[], Iterable[Any]]:
 
 def build(spec: ModelSpec) -> torch.nn.Module:
     """Call build_model() and check that it returned a module."""
-    try:
-        model = spec.build_model()
-    except SpecError:
-        raise
-    except Exception as exc:
-        raise spec.user_error(f"build_model() raised {_describe(exc)}") from exc
+    model = call_user(spec, "build_model()", spec.build_model)
     if not isinstance(model, torch.nn.Module):
         raise spec.user_error(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
     return model
@@ -147,10 +152,7 @@ def build(spec: ModelSpec) -> torch.nn.Module:
 
 def make_optimizer(spec: ModelSpec, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Call make_optimizer(params) and check that it returned an optimizer."""
-    try:
-        optimizer = spec.make_optimizer(model.parameters())
-    except Exception as exc:
-        raise spec.user_error(f"make_optimizer(params) raised {_describe(exc)}") from exc
+    optimizer = call_user(spec, "make_optimizer(params)", spec.make_optimizer, model.parameters())
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise spec.user_error(f"make_optimizer(params) must return a torch.optim.Optimizer, "
                               f"got {type(optimizer).__name__}")
@@ -160,26 +162,26 @@ def make_optimizer(spec: ModelSpec, model: torch.nn.Module) -> torch.optim.Optim
 def batch_stream(spec: ModelSpec) -> Iterator[Any]:
     """Yield batches forever, calling batches() again whenever it runs out."""
     for pass_number in itertools.count():
-        try:
-            iterable = spec.batches()
-            iterator = iter(iterable)
-        except SpecError:
-            raise
-        except Exception as exc:
-            raise spec.user_error(f"batches() raised {_describe(exc)}") from exc
+        iterator = call_user(spec, "batches()", lambda: iter(spec.batches()))
         empty = True
-        while True:
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:
-                raise spec.user_error(f"iterating batches() raised {_describe(exc)}") from exc
+        for batch in _user_iteration(spec, iterator):
             empty = False
             yield batch
         if empty:
             when = "" if pass_number == 0 else f" on pass {pass_number + 1}"
             raise spec.user_error(f"batches() yielded nothing{when}; it must yield at least one batch")
+
+
+def _user_iteration(spec: ModelSpec, iterator: Iterator[Any]) -> Iterator[Any]:
+    """Iterate the user's batches; an exception raised while iterating is a usage error."""
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as exc:
+            raise spec.user_error(f"iterating batches() raised {_describe(exc)}") from exc
+        yield batch
 
 
 def to_device(batch: Any, device: torch.device | str | None) -> Any:
@@ -200,12 +202,7 @@ def to_device(batch: Any, device: torch.device | str | None) -> Any:
 def compute_terms(spec: ModelSpec, model: torch.nn.Module, batch: Any,
                   expected: list[str] | None) -> dict[str, torch.Tensor]:
     """Call losses(model, batch) and check it returned the same scalar tensors every time."""
-    try:
-        terms = spec.losses(model, batch)
-    except SpecError:
-        raise
-    except Exception as exc:
-        raise spec.user_error(f"losses(model, batch) raised {_describe(exc)}") from exc
+    terms = call_user(spec, "losses(model, batch)", spec.losses, model, batch)
     return check_terms(terms, expected, spec.source)
 
 
