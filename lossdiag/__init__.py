@@ -2,5 +2,6 @@
 from lossdiag._version import __version__
 from lossdiag.api import ProfileResult, profile
 from lossdiag.errors import SpecError
+from lossdiag.monitor import Monitor
 
-__all__ = ["ProfileResult", "SpecError", "__version__", "profile"]
+__all__ = ["Monitor", "ProfileResult", "SpecError", "__version__", "profile"]

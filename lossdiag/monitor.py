@@ -1,0 +1,303 @@
+"""lossdiag.Monitor (CONTRACT section 3): two lines in an existing training loop, neutral and nearly free."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+
+from lossdiag._version import __version__
+from lossdiag.config import Config, read_yaml, resolve
+from lossdiag.diagnose import Diagnosis, diagnose
+from lossdiag.errors import SpecError
+from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
+from lossdiag.record.scopes import ALL, Measurement, make_scope
+from lossdiag.record.shared import discover
+from lossdiag.record.stream import FLUSH_SECONDS, RecordWriter, read_records
+from lossdiag.report.outputs import write_outputs
+from lossdiag.summary import build_summary
+
+RECORDS = "records.jsonl"
+SOURCE = "monitor"
+
+
+@dataclasses.dataclass
+class _Row:
+    """One step waiting for the host: its detached term values and, on a recorded step, its measurement."""
+
+    step: int
+    values: list[torch.Tensor]
+    weights: Optional[dict[str, float]] = None
+    measurement: Optional[Measurement] = None
+
+
+@dataclasses.dataclass
+class _Batch:
+    """Rows whose numbers were sent to the host in one transfer; `event` is set while a CUDA copy is in flight."""
+
+    rows: list[_Row]
+    sizes: list[int]
+    host: torch.Tensor
+    event: Any = None
+
+
+class Monitor:
+    """Records the loss terms of an existing training loop: values every step, per-term gradients on a schedule.
+
+    Attaching it changes nothing about training: it never writes `.grad`, never runs a forward pass, draws no
+    random number and holds no graph between steps. Records stream to `out/records.jsonl`; `close()` writes
+    summary.json, report.html and the PNGs. Gradients are taken every `every` steps, plus steps 1, 3, 10, 30, ...
+    below `every` when `early`. scope='all' (exact) measures every shared parameter; 'last-layer' and
+    'representation' (with at=, the module whose output every term uses) are cheaper proxies, labelled as such
+    in the report. `config` holds thresholds: a mapping of options or a YAML file's path.
+    """
+
+    def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,
+                 scope: str = ALL, at: torch.nn.Module | str | None = None, early: bool = True,
+                 config: Config | Mapping[str, Any] | str | Path | None = None) -> None:
+        if not isinstance(model, torch.nn.Module):
+            raise SpecError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.out = Path(out)
+        self.schedule = Schedule(every, bool(early))
+        self.config = dataclasses.replace(_base_config(config), every=every, out=str(self.out))
+        self._scope = make_scope(scope, model, at)
+        self._names: Optional[list[str]] = None
+        self._step = 0
+        self._rows: list[_Row] = []
+        self._batches: list[_Batch] = []
+        self._writer: Optional[RecordWriter] = None
+        self._last_flush = time.monotonic()
+        self._closed = False
+        self._summary: Optional[dict] = None
+
+    @property
+    def steps(self) -> int:
+        """Calls to combine() or record() so far."""
+        return self._step
+
+    def combine(self, terms: Mapping[str, torch.Tensor],
+                weights: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
+        """Record the step and return sum(weights[k] * terms[k]) in the mapping's order (missing weights are 1)."""
+        self._observe(terms, weights)
+        total = None
+        for name, value in terms.items():
+            part = weights[name] * value if weights is not None and name in weights else value
+            total = part if total is None else total + part
+        return total
+
+    def record(self, terms: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, Any]] = None) -> None:
+        """Record the step for a loop that keeps its own sum; call it before that sum's backward()."""
+        self._observe(terms, weights)
+
+    def summary(self) -> dict:
+        """summary.json's content for the steps so far, as a dict."""
+        if self._writer is None:
+            raise SpecError("Monitor.summary(): nothing recorded yet; call combine() or record() first")
+        if not self._closed:
+            self._flush(force=False, wait=True)
+        return self._diagnose()[1]
+
+    def close(self) -> Optional[dict]:
+        """Write the last records, remove every hook, and write summary.json, report.html and the PNGs.
+
+        Returns the summary (None when nothing was recorded). Closing twice does nothing more.
+        """
+        return self._close(finished=True)
+
+    def __enter__(self) -> "Monitor":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self._close(finished=False)
+        except Exception:  # noqa: BLE001 - the loop's own exception is the one to show; the records stay on disk
+            return
+
+    def _observe(self, terms: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, Any]]) -> None:
+        if self._closed:
+            raise SpecError("Monitor is closed: combine() and record() cannot be called after close()")
+        check_terms(terms, self._names)
+        check_weights(weights, terms)
+        if self._names is None:
+            self._names = list(terms)
+            self._scope.bind(discover(self.model, terms), terms)
+        if self._rows and self._rows[-1].measurement is not None:
+            self._rows[-1].measurement.settle(force=True)
+        if self._batches:
+            self._drain(wait=False)
+        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
+            self._flush(force=False, wait=False)
+        ordered = {name: terms[name] for name in self._names}
+        row = _Row(self._step, [value.detach() for value in ordered.values()])
+        if self.schedule(self._step) and any(value.requires_grad for value in ordered.values()):
+            row.weights = weight_values(weights, self._names)
+            row.measurement = self._measure(ordered, row.weights)
+        if self._writer is None:
+            self._start(row.weights or weight_values(weights, self._names))
+        self._rows.append(row)
+        self._step += 1
+        self._scope.arm(self.schedule(self._step))
+
+    def _measure(self, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> Measurement:
+        try:
+            return self._scope.measure(terms, weights)
+        except RuntimeError as exc:
+            if "second time" not in str(exc):
+                raise
+            raise SpecError("Monitor: call combine() or record() before loss.backward(); this step's graph was "
+                            "already freed when the monitor took the per-term gradients") from None
+
+    def _start(self, weights: dict[str, float]) -> None:
+        header = {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
+                  "source": SOURCE, "terms": self._names, "weights": weights, "scope": self._scope.name,
+                  "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
+                  "config": self.config.to_dict(), **self._scope.describe()}
+        self._writer = RecordWriter(self.out / RECORDS)
+        self._writer.write(header)
+        self._writer.flush()
+
+    def _flush(self, force: bool, wait: bool) -> None:
+        """Send the settled rows' numbers to the host in one transfer and write them; without `wait`, a CUDA
+        transfer is written by a later call once it has landed, so no step waits for the device."""
+        ready = 0
+        for row in self._rows:
+            if row.measurement is not None and not row.measurement.settle(force):
+                break
+            ready += 1
+        rows, self._rows = self._rows[:ready], self._rows[ready:]
+        self._last_flush = time.monotonic()
+        if rows:
+            self._batches.append(_send(rows))
+        self._drain(wait)
+
+    def _drain(self, wait: bool) -> None:
+        """Write the batches whose numbers have reached the host, in step order."""
+        written = False
+        while self._batches:
+            batch = self._batches[0]
+            if batch.event is not None and not wait and not batch.event.query():
+                break
+            if batch.event is not None:
+                batch.event.synchronize()
+            self._writer.write_many(step_records(self._names, batch.rows, batch.sizes, batch.host.tolist()))
+            self._batches.pop(0)
+            written = True
+        if written:
+            self._writer.flush()
+
+    def _close(self, finished: bool) -> Optional[dict]:
+        if self._closed:
+            return self._summary
+        self._closed = True
+        try:
+            if self._writer is None:
+                return None
+            self._flush(force=True, wait=True)
+            if finished:
+                self._writer.write({"kind": "end", "step": max(self._step - 1, 0), "steps": self._step})
+        finally:
+            self._scope.close()
+            if self._writer is not None:
+                self._writer.close()
+        diagnosis, self._summary = self._diagnose()
+        write_outputs(self.out, diagnosis, self._summary)
+        return self._summary
+
+    def _diagnose(self) -> tuple[Diagnosis, dict]:
+        records, torn = read_records(self.out / RECORDS)
+        diagnosis = diagnose(records, torn)
+        return diagnosis, build_summary(diagnosis)
+
+
+def _base_config(config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+    """The thresholds a Monitor diagnoses with: defaults, overlaid by a mapping or a YAML file."""
+    if config is None or isinstance(config, Config):
+        return config or Config()
+    if isinstance(config, (str, Path)):
+        return resolve(read_yaml(Path(config)), source=str(config))
+    if isinstance(config, Mapping):
+        return resolve(config, source="Monitor(config=...)")
+    raise SpecError(f"Monitor: config must be a mapping of options or a YAML file's path, got {type(config).__name__}")
+
+
+def check_terms(terms: Any, names: Optional[list[str]]) -> None:
+    """Each term a floating-point scalar tensor, and the same names as on the first call (in any order)."""
+    if not isinstance(terms, Mapping) or not terms:
+        raise SpecError(f"Monitor: terms must be a non-empty mapping of name to scalar tensor, got {terms!r:.80}")
+    for name, value in terms.items():
+        if not isinstance(name, str):
+            raise SpecError(f"Monitor: term names must be strings, got {name!r}")
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise SpecError(f"Monitor: term '{name}' must be a floating-point scalar tensor, got {kind}")
+        if value.dim() != 0:
+            raise SpecError(f"Monitor: term '{name}' must be a scalar tensor, got shape {tuple(value.shape)} "
+                            f"(reduce it, e.g. with .mean())")
+    if names is not None and (len(terms) != len(names) or any(name not in terms for name in names)):
+        missing = [name for name in names if name not in terms]
+        new = [name for name in terms if name not in names]
+        what = f"term '{missing[0]}' is missing" if missing else f"term '{new[0]}' is new"
+        raise SpecError(f"Monitor: {what}; every call must pass the terms of the first call, {names}, "
+                        f"got {list(terms)}")
+
+
+def check_weights(weights: Any, terms: Mapping[str, torch.Tensor]) -> None:
+    """Weights are a mapping whose names are all terms; missing terms weigh 1."""
+    if weights is None:
+        return
+    if not isinstance(weights, Mapping):
+        raise SpecError(f"Monitor: weights must be a mapping of term name to number, got {type(weights).__name__}")
+    unknown = [name for name in weights if name not in terms]
+    if unknown:
+        raise SpecError(f"Monitor: weights name unknown term '{unknown[0]}'; the terms are {list(terms)}")
+
+
+def weight_values(weights: Optional[Mapping[str, Any]], names: list[str]) -> dict[str, float]:
+    """Each term's weight as a float, 1.0 where none is given."""
+    return {name: float(weights[name]) if weights is not None and name in weights else 1.0 for name in names}
+
+
+def _send(rows: list[_Row]) -> _Batch:
+    """Stack every pending number into one float64 tensor and start its copy to the host."""
+    scalars = [value for row in rows for value in row.values]
+    try:
+        values = torch.stack(scalars)
+    except RuntimeError:
+        values = torch.stack([value.to(scalars[0].device) for value in scalars])
+    extras = [row.measurement.device_values() if row.measurement is not None else None for row in rows]
+    flat = torch.cat([values.double(), *[extra.to(values.device) for extra in extras if extra is not None]])
+    sizes = [0 if extra is None else extra.numel() for extra in extras]
+    if flat.device.type != "cuda":
+        return _Batch(rows, sizes, flat.cpu())
+    event = torch.cuda.Event()
+    host = flat.to("cpu", non_blocking=True)
+    event.record()
+    return _Batch(rows, sizes, host, event)
+
+
+def step_records(names: list[str], rows: list[_Row], sizes: list[int], host: list[float]) -> list[dict]:
+    """The 'step' records of a batch, from its numbers on the host: term values first, then measurements."""
+    count = len(names)
+    offset = len(rows) * count
+    records = []
+    for i, (row, size) in enumerate(zip(rows, sizes)):
+        loss = dict(zip(names, host[i * count:(i + 1) * count]))
+        record: dict = {"kind": "step", "step": row.step, "loss": loss}
+        bad_gradient: list[str] = []
+        if row.measurement is not None:
+            grad, bad_gradient = row.measurement.result(host[offset:offset + size])
+            offset += size
+            if grad is not None:
+                record["grad"] = {"weights": row.weights, **grad}
+        bad = [name for name in names if not math.isfinite(loss[name]) or name in bad_gradient]
+        if bad:
+            record["nonfinite"] = bad
+        records.append(record)
+    return records
