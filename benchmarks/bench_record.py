@@ -103,7 +103,7 @@ def main() -> None:
         methods = {name: step for name, step in candidates.items() if _available(step, problem)}
         medians = measure(problem, methods, args.steps, args.warmup)
         print(f"\n{problem.name}: plain step {medians['plain'] * 1e3:.2f} ms")
-        print(f"| method | time / plain step |\n| --- | --- |")
+        print("| method | time / plain step |\n| --- | --- |")
         for name, median in medians.items():
             print(f"| {name} | {median / medians['plain']:.2f} |")
 

@@ -38,6 +38,9 @@ def verdict(diagnosis: Diagnosis) -> str:
     shares = [s for s in diagnosis.dominance.shares.values() if s == s]
     if len(diagnosis.run.shared_terms) < 2:
         return "fewer than two terms reach shared parameters, so there is no balance to measure"
+    if not shares or max(shares) <= 0:
+        return (f"no per-term gradient on the shared parameters was recorded ({len(diagnosis.run.grad_steps)} "
+                f"recorded steps), so there is no balance to measure yet")
     return f"balanced: no term dominates the shared parameters (largest share {max(shares):.3f})"
 
 

@@ -54,7 +54,6 @@ def parse(records: Sequence[dict], torn: bool = False) -> RunData:
         raise ValueError("the records do not start with a header line (kind 'meta')")
     meta = records[0]
     terms = list(meta["terms"])
-    index = {t: k for k, t in enumerate(terms)}
     loss_steps, losses = [], []
     grad_steps, norms, norms_all, weights, grams = [], [], [], [], []
     modules = list(meta.get("shared_modules", []))

@@ -128,6 +128,9 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         f"{shared['count']} shared parameters ({shared['numel']:,} values)",
         "",
         f"{summary['status'].upper()}: {safe(summary['verdict'])}",
+        *([f"measured on a {safe(summary['scope_note'])}"] if summary.get("scope_proxy") else []),
+        *([f"the run ended early (killed or crashed): this covers the {summary['steps']} steps it recorded"]
+          if summary.get("ended_early") else []),
         "",
     ]
     rows = []
