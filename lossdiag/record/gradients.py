@@ -37,16 +37,24 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
     modules = layout.shared_modules
     module_index = {module: m for m, module in enumerate(modules)}
     layer_squares = torch.zeros(len(modules), count, dtype=torch.float64, device=device)
+    shared = set(layout.shared)
     for i in layout.shared:
         present = [k for k, name in enumerate(names) if i in grads[name]]
         if not present:
             continue
         stacked = torch.stack([grads[names[k]][i].reshape(-1) for k in present])
         block = (stacked @ stacked.T).double()
-        where = torch.tensor(present, device=device)
-        gram[where.unsqueeze(1), where] += block
-        layer_squares[module_index[module_of(layout.names[i])], where] += block.diagonal()
-    full_squares = torch.stack([_sum_of_squares(grads[name], device) for name in names]) if names else gram[0]
+        module = module_index[module_of(layout.names[i])]
+        if len(present) == count:
+            gram += block
+            layer_squares[module] += block.diagonal()
+        else:
+            where = torch.tensor(present, device=device)
+            gram[where.unsqueeze(1), where] += block
+            layer_squares[module, where] += block.diagonal()
+    unshared_squares = [_sum_of_squares({i: g for i, g in grads[name].items() if i not in shared}, device)
+                        for name in names]
+    full_squares = (torch.stack(unshared_squares) + gram.diagonal()) if names else gram[0]
     gram_rows, layer_rows, full_rows = gram.tolist(), layer_squares.sqrt().tolist(), full_squares.sqrt().tolist()
     return {
         "norms": {name: _sqrt(gram_rows[k][k]) for k, name in enumerate(names)},
