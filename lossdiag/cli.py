@@ -15,6 +15,7 @@ from lossdiag.errors import SpecError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_OUT = "lossdiag-report"
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
 def exit_code(summary: dict, strict: bool) -> int:
@@ -105,7 +106,26 @@ def _run_and_render(runner: Callable, model_py: str, config_file: str | None, gi
     sys.exit(exit_code(result.summary, config.strict))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line naming the problem, with exit code 2."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            returned = super().main(*args, **kwargs)
+        except NO_ARGS_IS_HELP as exc:
+            click.echo(exc.format_message())
+            sys.exit(EXIT_OK)
+        except click.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            where = f" (see '{context.command_path} --help')" if context is not None else ""
+            _fail(f"{exc.format_message()}{where}", exc.exit_code)
+        except click.exceptions.Abort:
+            _fail("interrupted", 130)
+        sys.exit(returned if isinstance(returned, int) else EXIT_OK)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lossdiag")
 def main() -> None:
     """Tell why one term of a PyTorch loss drowns the others, and what to do about it."""

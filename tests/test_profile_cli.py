@@ -108,3 +108,16 @@ def test_outputs_are_valid_json_with_the_contract_keys(fixtures, tmp_path):
 def test_version():
     completed = run_cli("--version")
     assert completed.returncode == 0 and "lossdiag" in completed.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["profile"], "Missing argument 'MODEL_PY'"),
+    (["profile", "model.py", "--steps", "ten"], "'ten' is not a valid integer"),
+    (["profile", "model.py", "--colour"], "No such option '--colour'"),
+    (["sweeep"], "No such command 'sweeep'"),
+])
+def test_command_line_mistakes_are_one_line_and_exit_two(args, expected):
+    completed = run_cli(*args)
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and expected in completed.stderr
+    assert completed.stderr.startswith("lossdiag: error: ")

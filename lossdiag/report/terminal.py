@@ -19,6 +19,14 @@ def number(value: Optional[float], digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
+def _listing(names: list[str], most: int = 6) -> str:
+    """Names joined by commas, the rest counted; 'none' for an empty list."""
+    if not names:
+        return "none"
+    shown = ", ".join(safe(n) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[c]) for row in [header, *rows]) for c in range(len(header))]
     line = lambda row: "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip()  # noqa: E731
@@ -126,6 +134,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         f"lossdiag {summary['lossdiag_version']} · {safe(summary.get('source') or '')} · "
         f"{summary['steps']} steps ({summary['recorded_steps']} recorded) · {len(summary['terms'])} terms · "
         f"{shared['count']} shared parameters ({shared['numel']:,} values)",
+        f"shared modules: {_listing(summary.get('shared_modules', []))}",
         "",
         f"{summary['status'].upper()}: {safe(summary['verdict'])}",
         *([f"measured on a {safe(summary['scope_note'])}"] if summary.get("scope_proxy") else []),
