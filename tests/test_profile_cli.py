@@ -113,7 +113,7 @@ def test_version():
 @pytest.mark.parametrize("args, expected", [
     (["profile"], "Missing argument 'MODEL_PY'"),
     (["profile", "model.py", "--steps", "ten"], "'ten' is not a valid integer"),
-    (["profile", "model.py", "--colour"], "No such option '--colour'"),
+    (["profile", "model.py", "--colour"], "--colour"),
     (["sweeep"], "No such command 'sweeep'"),
 ])
 def test_command_line_mistakes_are_one_line_and_exit_two(args, expected):
