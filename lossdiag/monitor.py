@@ -26,12 +26,47 @@ SOURCE = "monitor"
 
 @dataclasses.dataclass
 class _Row:
-    """One step waiting for the host: its detached term values and, on a recorded step, its measurement."""
+    """One step waiting for the host (its term values wait in the monitor's slots) and its measurement."""
 
     step: int
-    values: list[torch.Tensor]
     weights: Optional[dict[str, float]] = None
     measurement: Optional[Measurement] = None
+
+
+class _Slots:
+    """Pre-allocated room, on the terms' device, for the values of the steps not yet sent to the host.
+
+    Copying each step's values into it keeps no tensor alive per step: small tensors held between steps
+    fragment the CPU heap around the activations and inflate the resident memory of a long loop.
+    """
+
+    def __init__(self, count: int, capacity: int = 1024) -> None:
+        self.count = count
+        self.capacity = capacity
+        self.used = 0
+        self._buffer: Optional[torch.Tensor] = None
+
+    @property
+    def full(self) -> bool:
+        return self.used == self.capacity
+
+    def put(self, values: list[torch.Tensor]) -> None:
+        """Copy one step's detached values into the next row (asynchronous on a GPU)."""
+        if self._buffer is None:
+            self._buffer = torch.empty(self.capacity, self.count, dtype=torch.float64, device=values[0].device)
+        row = self._buffer[self.used]
+        for k, value in enumerate(values):
+            row[k].copy_(value.detach())
+        self.used += 1
+
+    def take(self, rows: int) -> torch.Tensor:
+        """The first `rows` rows, flattened into a new tensor; the rows after them move to the front."""
+        taken = self._buffer[:rows].reshape(-1).clone()
+        rest = self.used - rows
+        if rest:
+            self._buffer[:rest] = self._buffer[rows:self.used].clone()
+        self.used = rest
+        return taken
 
 
 @dataclasses.dataclass
@@ -68,6 +103,7 @@ class Monitor:
         self._names: Optional[list[str]] = None
         self._step = 0
         self._rows: list[_Row] = []
+        self._slots: Optional[_Slots] = None
         self._batches: list[_Batch] = []
         self._writer: Optional[RecordWriter] = None
         self._last_flush = time.monotonic()
@@ -135,7 +171,12 @@ class Monitor:
         if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
             self._flush(force=False, wait=False)
         ordered = {name: terms[name] for name in self._names}
-        row = _Row(self._step, [value.detach() for value in ordered.values()])
+        if self._slots is None:
+            self._slots = _Slots(len(self._names))
+        elif self._slots.full:
+            self._flush(force=True, wait=False)
+        self._slots.put(list(ordered.values()))
+        row = _Row(self._step)
         if self.schedule(self._step) and any(value.requires_grad for value in ordered.values()):
             row.weights = weight_values(weights, self._names)
             row.measurement = self._measure(ordered, row.weights)
@@ -174,7 +215,7 @@ class Monitor:
         rows, self._rows = self._rows[:ready], self._rows[ready:]
         self._last_flush = time.monotonic()
         if rows:
-            self._batches.append(_send(rows))
+            self._batches.append(_send(rows, self._slots.take(len(rows))))
         self._drain(wait)
 
     def _drain(self, wait: bool) -> None:
@@ -264,13 +305,8 @@ def weight_values(weights: Optional[Mapping[str, Any]], names: list[str]) -> dic
     return {name: float(weights[name]) if weights is not None and name in weights else 1.0 for name in names}
 
 
-def _send(rows: list[_Row]) -> _Batch:
-    """Stack every pending number into one float64 tensor and start its copy to the host."""
-    scalars = [value for row in rows for value in row.values]
-    try:
-        values = torch.stack(scalars)
-    except RuntimeError:
-        values = torch.stack([value.to(scalars[0].device) for value in scalars])
+def _send(rows: list[_Row], values: torch.Tensor) -> _Batch:
+    """Join the rows' values and measurements into one float64 tensor and start its copy to the host."""
     extras = [row.measurement.device_values() if row.measurement is not None else None for row in rows]
     flat = torch.cat([values.double(), *[extra.to(values.device) for extra in extras if extra is not None]])
     sizes = [0 if extra is None else extra.numel() for extra in extras]
