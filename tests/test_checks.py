@@ -253,8 +253,12 @@ def test_a_drop_within_the_noise_does_not_pass(profiled):
     assert assess(trend, config).status == "pass"
     noise = np.random.default_rng(0).normal(0.0, 50 * trend.drop, curve.size)
     noisy = measure(curve + noise, config)
-    assert assess(noisy, config).status == "fail"
-    assert re.match(r"not-decreasing|diverging", assess(noisy, config).code)
+    verdict = assess(noisy, config)
+    assert verdict.status in ("fail", "skipped")
+    if verdict.status == "fail":
+        assert re.match(r"not-decreasing|diverging", verdict.code)
+    else:
+        assert verdict.reason.startswith("inconclusive")
 
 
 def test_opposed_terms_are_a_trade_off_not_starved():

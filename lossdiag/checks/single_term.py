@@ -14,7 +14,8 @@ from lossdiag.profiler import finite_gradients, start_training
 from lossdiag.progress import Progress
 from lossdiag.spec import ModelSpec, compute_terms, to_device
 
-MIN_STEPS = 5
+MIN_STEPS = 10
+MIN_WINDOW = 3
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
 NOT_DECREASING, DIVERGING = "not-decreasing", "diverging"
 SE_OF_MEDIAN = math.sqrt(math.pi / 2)
@@ -55,8 +56,8 @@ def measure(values: Sequence[Optional[float]], config: Config) -> Trend:
     The start window is the shorter one: a curve moves fastest at its start and flattens towards its end.
     """
     series = np.array([math.nan if v is None else v for v in values], dtype=float)
-    first = max(1, math.ceil(config.check_start_window * len(series)))
-    last = max(1, math.ceil(config.check_end_window * len(series)))
+    first = max(MIN_WINDOW, math.ceil(config.check_start_window * len(series)))
+    last = max(MIN_WINDOW, math.ceil(config.check_end_window * len(series)))
     start, end = finite_median(series[:first]), finite_median(series[-last:])
     relative = None
     if math.isfinite(start) and math.isfinite(end):
@@ -76,7 +77,9 @@ class Assessment:
 def assess(trend: Trend, config: Config) -> Assessment:
     """Pass when the smoothed drop reaches check_min_drop and exceeds check_noise_z standard errors.
 
-    Diverging when the loss rises by check_max_rise (beyond the noise) or turns non-finite; else not-decreasing.
+    A drop that reaches check_min_drop but not the noise margin is inconclusive (skipped, not a failure: too few
+    steps to tell). Diverging when the loss rises by check_max_rise (beyond the noise) or turns non-finite;
+    else not-decreasing.
     """
     if trend.steps < MIN_STEPS:
         return Assessment(SKIPPED, None, f"{trend.steps} steps are too few to decide (at least {MIN_STEPS})")
@@ -85,8 +88,12 @@ def assess(trend: Trend, config: Config) -> Assessment:
     if not math.isfinite(trend.end):
         return Assessment(FAIL, DIVERGING, "the term became non-finite, trained alone")
     margin = config.check_noise_z * trend.standard_error()
-    if trend.relative_drop >= config.check_min_drop and trend.drop > margin:
-        return Assessment(PASS, None, None)
+    if trend.relative_drop >= config.check_min_drop:
+        if trend.drop > margin:
+            return Assessment(PASS, None, None)
+        return Assessment(SKIPPED, None, f"inconclusive: it went down {trend.relative_drop:.0%} trained alone, "
+                                         f"within {config.check_noise_z:g} noise standard errors over "
+                                         f"{trend.steps} steps; raise --check-steps to decide")
     if -trend.relative_drop >= config.check_max_rise and -trend.drop > margin:
         return Assessment(FAIL, DIVERGING, "the term rose, trained alone")
     return Assessment(FAIL, NOT_DECREASING, "the term did not go down clearly, trained alone")
