@@ -45,8 +45,14 @@ def guarded(command: Callable) -> Callable:
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_OK)
+        except OSError as exc:
+            if debug:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            _fail(f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE)
         except KeyboardInterrupt:
-            _fail("interrupted; what was recorded so far is in records.jsonl", 130)
+            _fail("interrupted; what was recorded so far is in the output folder's records.jsonl "
+                  "(lossdiag report DIR builds its page)", 130)
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
             if debug:
                 raise

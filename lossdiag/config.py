@@ -112,6 +112,9 @@ def parse_weights(value: Any, what: str = "weights") -> dict[str, float]:
     for name, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
             raise SpecError(f"{what}: weight of '{name}' must be a finite number, got {weight!r}")
+        if weight < 0:
+            raise SpecError(f"{what}: weight of '{name}' must be 0 or more (a negative weight maximises the term), "
+                            f"got {weight!r}")
         weights[str(name)] = float(weight)
     return weights
 

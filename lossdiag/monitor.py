@@ -22,6 +22,7 @@ from lossdiag.summary import build_summary
 
 RECORDS = "records.jsonl"
 SOURCE = "monitor"
+MONITOR_OPTIONS = ("every", "out", "dominance_threshold", "conflict_cosine")
 
 
 @dataclasses.dataclass
@@ -199,7 +200,8 @@ class Monitor:
         header = {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
                   "source": SOURCE, "terms": self._names, "weights": weights, "scope": self._scope.name,
                   "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
-                  "config": self.config.to_dict(), **self._scope.describe()}
+                  "config": {key: value for key, value in self.config.to_dict().items() if key in MONITOR_OPTIONS},
+                  **self._scope.describe()}
         self._writer = RecordWriter(self.out / RECORDS)
         self._writer.write(header)
         self._writer.flush()

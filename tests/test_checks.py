@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import re
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import lossdiag
 from lossdiag.api import run_check
@@ -266,3 +268,22 @@ def test_opposed_terms_are_a_trade_off_not_starved():
     assert {f.code for f in result.findings} == {"gradient-conflict"}
     assert [c["status"] for c in result.summary["checks"]] == ["pass", "pass"]
     assert not any(c["starved"] for c in result.summary["checks"])
+
+
+def test_the_term_that_blew_up_is_blamed_before_the_one_it_poisoned(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(10, 64), torch.nn.ReLU(), torch.nn.Linear(64, 2))
+    optimizer = torch.optim.SGD(model.parameters(), 0.01)
+    with lossdiag.Monitor(model, out=tmp_path, every=10) as monitor:
+        for _ in range(30):
+            x = torch.randn(32, 10)
+            out = model(x)
+            loss = monitor.combine({"steady": F.mse_loss(out[:, 0], x[:, 0]),
+                                    "exploding": 50 * F.mse_loss(out[:, 1], x[:, 1])})
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    nonfinite = [f for f in summary["findings"] if f["code"] == "non-finite"]
+    assert nonfinite and nonfinite[0]["terms"] == ["exploding"]
+    assert "'exploding'" in summary["verdict"]

@@ -65,3 +65,8 @@ def test_resolve_keeps_defaults_for_what_is_not_given():
     assert config.steps == Config().steps
     with pytest.raises(SpecError, match="must look like"):
         resolve({"weights": "a:1"})
+
+
+def test_negative_weights_are_rejected(model_dir):
+    completed = run_cli("profile", model_dir / "model.py", "--weights", "task_0=-1", "--out", model_dir / "out")
+    assert completed.returncode == 2 and "must be 0 or more" in completed.stderr

@@ -121,3 +121,11 @@ def test_command_line_mistakes_are_one_line_and_exit_two(args, expected):
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and expected in completed.stderr
     assert completed.stderr.startswith("lossdiag: error: ")
+
+
+def test_an_output_folder_that_cannot_be_written_is_a_usage_error(examples, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    completed = run_cli("profile", examples / "two_outputs.py", "--steps", "3", "--out", blocker / "sub")
+    assert completed.returncode == 2
+    assert completed.stderr.count("\n") == 1 and "cannot write the outputs" in completed.stderr

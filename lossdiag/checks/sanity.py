@@ -118,6 +118,18 @@ def _context(run: RunData, bad_steps: int, skipped: bool, followers: list[str]) 
     return context
 
 
+def growth_before(run: RunData, term: str, step: int) -> float:
+    """How many times a term's magnitude grew from its first to its last finite value before `step`.
+
+    Among terms that turn non-finite on the same step, the one that was blowing up comes first.
+    """
+    column = run.losses[run.loss_steps < step, run.terms.index(term)]
+    finite = np.abs(column[np.isfinite(column)])
+    if finite.size < 2 or finite[0] == 0:
+        return 0.0
+    return float(finite[-1] / finite[0])
+
+
 def nonfinite_findings(run: RunData) -> list[Finding]:
     """`non-finite` for the terms that went non-finite first, not for those poisoned through a bad update.
 
@@ -130,11 +142,13 @@ def nonfinite_findings(run: RunData) -> list[Finding]:
     skipped = run.meta.get("nonfinite_updates") == "skipped"
     first = _first_steps(run.nonfinite)
     poisoned_from = min([s for s, _ in run.nonfinite] + hidden)
-    blamed = sorted(((t, v) for t, v in first.items() if skipped or v[0] <= poisoned_from), key=lambda i: i[1][0])
+    blamed = sorted(((t, v) for t, v in first.items() if skipped or v[0] <= poisoned_from),
+                    key=lambda i: (i[1][0], -growth_before(run, i[0], i[1][0])))
+    ties = [step for _, (step, _) in blamed]
     followers = [f"'{t}' (from step {v[0]})" for t, v in first.items() if t not in dict(blamed)]
     context = _context(run, len({s for s, _ in run.nonfinite} | set(hidden)), skipped, followers)
     found = [Finding("non-finite", "error", [term],
-                     f"'{term}' went non-finite {'first ' if i == 0 else ''}at step {step} ({_what(run, term, step)}; "
+                     f"'{term}' went non-finite {'first ' if i == 0 and ties.count(step) == 1 else ''}at step {step} ({_what(run, term, step)}; "
                      f"non-finite on {count} steps); {context}", NONFINITE_ADVICE, float(step), None)
              for i, (term, (step, count)) in enumerate(blamed)]
     if hidden and not found:

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+import shlex
 from typing import Any, Optional
 
+FEW_RECORDED_STEPS = 20
 SEVERITY_LABEL = {"error": "error", "warning": "warning", "info": "info"}
 
 
@@ -17,6 +19,11 @@ def number(value: Optional[float], digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.{digits}g}"
+
+
+def _percent(fraction: Optional[float]) -> str:
+    """A fraction as a percentage; 'n/a' when it could not be measured."""
+    return "n/a" if fraction is None else f"{100 * fraction:.3g}%"
 
 
 def _listing(names: list[str], most: int = 6) -> str:
@@ -47,9 +54,12 @@ def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[st
         lines.append("  these terms trade off: no weight balances them. The weights above only equalise "
                      "gradient norms;")
         lines.append("  choose alpha by the metric that matters (sweep it and compare on held-out data).")
+    if summary.get("recorded_steps", 0) < FEW_RECORDED_STEPS:
+        lines.append(f"  from only {summary.get('recorded_steps', 0)} recorded steps: gradient norms move fast early "
+                     f"in training, so profile longer (--steps) before trusting it")
     if model_path:
         pairs = ",".join(f"{safe(t)}={number(weights[t], 5)}" for t in terms)
-        lines.append(f"  check it: lossdiag profile {safe(model_path)} --weights {pairs}")
+        lines.append(f"  check it: lossdiag profile {shlex.quote(safe(model_path))} --weights {shlex.quote(pairs)}")
     for entry in summary.get("refinement", []):
         shares = ", ".join(f"{safe(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
         lines.append(f"  refine round {entry['round']}: the previous suggestion gave shares {shares}")
@@ -161,7 +171,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         for pair in summary["conflict"]:
             a, b = (safe(t) for t in pair["terms"])
             lines.append(f"  {a} vs {b}: cosine {number(pair['cosine_median'], 3)}, "
-                         f"negative on {number(100 * pair['negative_fraction'] if pair['negative_fraction'] is not None else None, 3)}% of steps")
+                         f"negative on {_percent(pair['negative_fraction'])} of steps")
     lines += ["", f"suggestion ({summary['suggestion_kind']}):", *suggestion_lines(summary, model_path)]
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
