@@ -12,14 +12,13 @@ from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
 from lossdiag.profiler import TrainingRun, ensure_steps, initial_state
 from lossdiag.progress import Progress
-from lossdiag.record.stream import RecordWriter
+from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.files import write_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.rng import preserved_rng
 from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
 from lossdiag.summary import build_summary
 
-RECORDS = "records.jsonl"
 
 
 @dataclasses.dataclass

@@ -140,7 +140,7 @@ def main() -> None:
 @main.command()
 @run_options
 @guarded
-def profile(model_py: str, config_file: str | None, as_json: bool | None, **given: Any) -> None:
+def profile(model_py: str, config_file: str | None, as_json: bool | None, debug: bool | None, **given: Any) -> None:
     """Profile MODEL_PY: per-term gradients on shared parameters, dominance, conflict, a suggestion."""
     from lossdiag.api import run_profile
 
@@ -150,7 +150,7 @@ def profile(model_py: str, config_file: str | None, as_json: bool | None, **give
 @main.command()
 @run_options
 @guarded
-def check(model_py: str, config_file: str | None, as_json: bool | None, **given: Any) -> None:
+def check(model_py: str, config_file: str | None, as_json: bool | None, debug: bool | None, **given: Any) -> None:
     """Only the gradient sanity and single-term checks on MODEL_PY: a fast gate for CI.
 
     A short recorded run (sanity_steps, YAML) finds non-finite, detached and zero gradients; then each term is
@@ -174,13 +174,13 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     Exits 0 once the page is written, whatever it finds.
     """
     from lossdiag.diagnose import diagnose
-    from lossdiag.record.stream import read_records
+    from lossdiag.record.stream import RECORDS, read_records
     from lossdiag.report.outputs import REPORT, write_outputs
     from lossdiag.report.terminal import render, safe
     from lossdiag.summary import build_summary
 
     folder = Path(run_dir)
-    path = folder / "records.jsonl"
+    path = folder / RECORDS
     if not folder.is_dir():
         raise SpecError(f"{run_dir}: no such folder")
     if not path.is_file():

@@ -25,7 +25,6 @@ class Config:
     no_checks: bool = False
     strict: bool = False
     json: bool = False
-    debug: bool = False
     seed: int = 0
     dominance_threshold: float = 0.8
     conflict_cosine: float = -0.5

@@ -16,11 +16,10 @@ from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.scopes import ALL, Measurement, make_scope
 from lossdiag.record.shared import discover
-from lossdiag.record.stream import FLUSH_SECONDS, RecordWriter, read_records
+from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.summary import build_summary
 
-RECORDS = "records.jsonl"
 SOURCE = "monitor"
 MONITOR_OPTIONS = ("every", "out", "dominance_threshold", "conflict_cosine")
 

@@ -129,4 +129,5 @@ def initial_state(spec: ModelSpec, config: Config) -> dict:
 def ensure_steps(config: Config) -> None:
     """A profile needs at least one recorded step."""
     if config.every > config.steps:
-        raise SpecError(f"--every {config.every} is larger than --steps {config.steps}: no step would be recorded")
+        raise SpecError(f"--every {config.every} is larger than --steps {config.steps}: only the first step would be "
+                        f"recorded, at initialisation, where gradient norms do not yet say how training balances")

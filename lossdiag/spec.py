@@ -38,10 +38,6 @@ class ModelSpec:
         """A usage error that names the model source."""
         return SpecError(f"{self.source}: {message}")
 
-    def weight_of(self, term: str) -> float:
-        """The weight a term trains with; missing terms weigh 1.0."""
-        return float(self.weights.get(term, 1.0))
-
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
@@ -70,12 +66,12 @@ def load_model_file(path: str | Path) -> ModelSpec:
     module_spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(module_spec)
     sys.path.insert(0, folder)
+    sys.modules[module_name] = module
     try:
         module_spec.loader.exec_module(module)
-    except SpecError:
-        raise
     except BaseException as exc:  # noqa: BLE001 - any import failure is the user's file failing
-        if isinstance(exc, KeyboardInterrupt):
+        sys.modules.pop(module_name, None)
+        if isinstance(exc, (KeyboardInterrupt, SpecError)):
             raise
         raise SpecError(f"{path}: raised {_describe(exc)} while being imported") from exc
     finally:

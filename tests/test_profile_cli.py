@@ -129,3 +129,11 @@ def test_an_output_folder_that_cannot_be_written_is_a_usage_error(examples, tmp_
     completed = run_cli("profile", examples / "two_outputs.py", "--steps", "3", "--out", blocker / "sub")
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and "cannot write the outputs" in completed.stderr
+
+
+def test_a_model_file_with_dataclasses_and_an_expanded_gradient_profiles(fixtures, tmp_path):
+    code, summary = run_json("profile", fixtures / "uncertainty_weighting.py", "--no-checks", "--steps", "12",
+                             "--out", tmp_path)
+    assert code in (0, 1)
+    assert "log_vars" in summary["shared_parameters"]["names"]
+    assert summary["weights"] == {"reg": 0.5, "fit_a": 1.0, "fit_b": 1.0}

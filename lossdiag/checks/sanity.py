@@ -147,9 +147,11 @@ def nonfinite_findings(run: RunData) -> list[Finding]:
     ties = [step for _, (step, _) in blamed]
     followers = [f"'{t}' (from step {v[0]})" for t, v in first.items() if t not in dict(blamed)]
     context = _context(run, len({s for s, _ in run.nonfinite} | set(hidden)), skipped, followers)
+    first_alone = len(blamed) > 0 and ties.count(ties[0]) == 1
     found = [Finding("non-finite", "error", [term],
-                     f"'{term}' went non-finite {'first ' if i == 0 and ties.count(step) == 1 else ''}at step {step} ({_what(run, term, step)}; "
-                     f"non-finite on {count} steps); {context}", NONFINITE_ADVICE, float(step), None)
+                     f"'{term}' went non-finite {'first ' if i == 0 and first_alone else ''}at step {step} "
+                     f"({_what(run, term, step)}; non-finite on {count} steps); {context}", NONFINITE_ADVICE,
+                     float(step), None)
              for i, (term, (step, count)) in enumerate(blamed)]
     if hidden and not found:
         found.append(Finding(

@@ -78,7 +78,7 @@ def _sqrt(value: float) -> float:
 def apply_update(grads: TermGrads, weights: Mapping[str, float], layout: Layout) -> None:
     """Set each parameter's .grad to the weighted sum of the terms' gradients, as total.backward() would.
 
-    Consumes the gradients: the first term's tensor is reused as the accumulator.
+    Consumes the gradients: the first term's tensor (unless it is an expanded view) is reused as the accumulator.
     """
     update: dict[int, torch.Tensor] = {}
     for name, term_grads in grads.items():
@@ -87,13 +87,19 @@ def apply_update(grads: TermGrads, weights: Mapping[str, float], layout: Layout)
             if i in update:
                 update[i].add_(grad, alpha=weight)
             else:
-                update[i] = grad if weight == 1.0 else grad.mul_(weight)
+                update[i] = _owned(grad) if weight == 1.0 else grad.mul(weight)
     for i, total in update.items():
         parameter = layout.parameters[i]
         if parameter.grad is None:
             parameter.grad = total
         else:
             parameter.grad.add_(total)
+
+
+def _owned(grad: torch.Tensor) -> torch.Tensor:
+    """The gradient itself when it may be written in place; a copy when it is an expanded view (stride 0)."""
+    expanded = any(stride == 0 and size > 1 for stride, size in zip(grad.stride(), grad.shape))
+    return grad.clone() if expanded else grad
 
 
 def nonfinite_terms(values: Mapping[str, float], stats: dict | None, names: Sequence[str]) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 FLUSH_SECONDS = 2.0
+RECORDS = "records.jsonl"
 
 
 def finite_or_none(value: Any) -> Any:

@@ -6,7 +6,6 @@ import shlex
 from typing import Any, Optional
 
 FEW_RECORDED_STEPS = 20
-SEVERITY_LABEL = {"error": "error", "warning": "warning", "info": "info"}
 
 
 def safe(text: Any) -> str:
@@ -19,11 +18,6 @@ def number(value: Optional[float], digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
     return f"{value:.{digits}g}"
-
-
-def _percent(fraction: Optional[float]) -> str:
-    """A fraction as a percentage; 'n/a' when it could not be measured."""
-    return "n/a" if fraction is None else f"{100 * fraction:.3g}%"
 
 
 def _listing(names: list[str], most: int = 6) -> str:
@@ -79,7 +73,7 @@ def findings_lines(summary: dict) -> list[str]:
         return []
     lines = ["", "findings"]
     for finding in summary["findings"]:
-        lines.append(f"  {SEVERITY_LABEL.get(finding['severity'], finding['severity']):8} "
+        lines.append(f"  {finding['severity']:8} "
                      f"{finding['code']:18} {safe(finding['message'])}")
         lines.append(f"  {'':8} {'':18} what to do: {safe(finding['advice'])}")
     return lines
@@ -171,7 +165,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         for pair in summary["conflict"]:
             a, b = (safe(t) for t in pair["terms"])
             lines.append(f"  {a} vs {b}: cosine {number(pair['cosine_median'], 3)}, "
-                         f"negative on {_percent(pair['negative_fraction'])} of steps")
+                         f"negative on {percent(pair['negative_fraction'])} of steps")
     lines += ["", f"suggestion ({summary['suggestion_kind']}):", *suggestion_lines(summary, model_path)]
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
