@@ -55,8 +55,9 @@ def suggest(run: RunData, dominance: Dominance, pairs: list[PairConflict], confl
 class AlphaCurve:
     """Predicted share of the first term for alpha * first + (1 - alpha) * second, over a logit grid.
 
-    `first_share` uses the median norms (the estimator behind the shares and the suggestion, so it
-    crosses 0.5 at the suggested alpha); `first_share_low`/`_high` are the quartiles over recorded steps.
+    `first_share` uses the median norms (the estimator behind the shares and the suggestion, so it crosses
+    0.5 at the alpha suggested from this run; after --refine the marked alpha comes from the last round);
+    `first_share_low`/`_high` are the quartiles over recorded steps.
     """
 
     alphas: np.ndarray
