@@ -77,10 +77,10 @@ def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:
                                          if suggestion.alpha is not None else None)
     checked = sanity_findings(run) + check_findings(run, config)
     if run.meta.get("purpose", PROFILE) == CHECK:
-        return Diagnosis(run, config, shares, pairs, cosine_matrix(balanced), suggestion, None,
+        return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion, None,
                          sort_findings(checked))
     term_progress = tuple(progress(run, config, {t for pair in suggestion.opposed for t in pair}))
     findings = (dominance_findings(shares) + conflict_findings(pairs, config.conflict_cosine) + checked
                 + starved_findings(list(term_progress), config))
-    return Diagnosis(run, config, shares, pairs, cosine_matrix(balanced), suggestion,
+    return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion,
                      alpha_curve(balanced, suggestion.alpha), sort_findings(findings), term_progress)

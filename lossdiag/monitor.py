@@ -18,6 +18,7 @@ from lossdiag.record.scopes import ALL, Measurement, make_scope
 from lossdiag.record.shared import discover
 from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
+from lossdiag.spec import check_scalar_terms
 from lossdiag.summary import build_summary
 
 SOURCE = "monitor"
@@ -271,17 +272,7 @@ def _base_config(config: Config | Mapping[str, Any] | str | Path | None) -> Conf
 
 def check_terms(terms: Any, names: Optional[list[str]]) -> None:
     """Each term a floating-point scalar tensor, and the same names as on the first call (in any order)."""
-    if not isinstance(terms, Mapping) or not terms:
-        raise SpecError(f"Monitor: terms must be a non-empty mapping of name to scalar tensor, got {terms!r:.80}")
-    for name, value in terms.items():
-        if not isinstance(name, str):
-            raise SpecError(f"Monitor: term names must be strings, got {name!r}")
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-            raise SpecError(f"Monitor: term '{name}' must be a floating-point scalar tensor, got {kind}")
-        if value.dim() != 0:
-            raise SpecError(f"Monitor: term '{name}' must be a scalar tensor, got shape {tuple(value.shape)} "
-                            f"(reduce it, e.g. with .mean())")
+    check_scalar_terms(terms, "Monitor: ", "terms")
     if names is not None and (len(terms) != len(names) or any(name not in terms for name in names)):
         missing = [name for name in names if name not in terms]
         new = [name for name in terms if name not in names]

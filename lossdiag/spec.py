@@ -202,26 +202,27 @@ def compute_terms(spec: ModelSpec, model: torch.nn.Module, batch: Any,
     return check_terms(terms, expected, spec.source)
 
 
-def check_terms(terms: Any, expected: list[str] | None, source: str) -> dict[str, torch.Tensor]:
-    """Validate a mapping of term name to scalar tensor, with the names seen first."""
-    where = f"{source}: " if source else ""
-    if not isinstance(terms, Mapping):
-        raise SpecError(f"{where}losses(model, batch) must return a mapping of term name to scalar tensor, "
-                        f"got {type(terms).__name__}")
-    if not terms:
-        raise SpecError(f"{where}losses(model, batch) returned no terms; it must return at least one")
-    checked: dict[str, torch.Tensor] = {}
+def check_scalar_terms(terms: Any, where: str, what: str) -> dict[str, torch.Tensor]:
+    """A non-empty mapping of string names to floating-point scalar tensors; `what` names who returned it."""
+    if not isinstance(terms, Mapping) or not terms:
+        raise SpecError(f"{where}{what} must be a non-empty mapping of term name to scalar tensor, "
+                        f"got {terms!r:.80}")
     for name, value in terms.items():
         if not isinstance(name, str):
             raise SpecError(f"{where}term names must be strings, got {name!r}")
-        if not isinstance(value, torch.Tensor):
-            raise SpecError(f"{where}term '{name}' must be a scalar tensor, got {type(value).__name__}")
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
+            raise SpecError(f"{where}term '{name}' must be a floating-point scalar tensor, got {kind}")
         if value.dim() != 0:
             raise SpecError(f"{where}term '{name}' must be a scalar tensor, got shape {tuple(value.shape)}"
                             f" (reduce it, e.g. with .mean())")
-        if not value.is_floating_point():
-            raise SpecError(f"{where}term '{name}' must be a floating-point tensor, got {value.dtype}")
-        checked[name] = value
+    return dict(terms)
+
+
+def check_terms(terms: Any, expected: list[str] | None, source: str) -> dict[str, torch.Tensor]:
+    """Validate losses(model, batch)'s mapping of term name to scalar tensor, with the names seen first."""
+    where = f"{source}: " if source else ""
+    checked = check_scalar_terms(terms, where, "losses(model, batch)")
     if expected is not None and list(checked) != expected:
         raise SpecError(f"{where}term names changed between batches: first {expected}, now {list(checked)}")
     return checked

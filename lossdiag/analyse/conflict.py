@@ -17,7 +17,6 @@ class PairConflict:
     terms: tuple[str, str]
     cosine_median: float
     negative_fraction: float
-    cosines: np.ndarray
 
 
 def cosine_series(run: RunData, a: int, b: int) -> np.ndarray:
@@ -36,14 +35,16 @@ def conflicts(run: RunData) -> list[PairConflict]:
         cosines = cosine_series(run, a, b)
         finite = cosines[np.isfinite(cosines)]
         negative = float(np.mean(finite < 0)) if finite.size else math.nan
-        pairs.append(PairConflict((run.terms[a], run.terms[b]), finite_median(cosines), negative, cosines))
+        pairs.append(PairConflict((run.terms[a], run.terms[b]), finite_median(cosines), negative))
     return pairs
 
 
-def cosine_matrix(run: RunData) -> np.ndarray:
-    """The K x K matrix of median cosines (1 on the diagonal), symmetric by construction."""
-    count = len(run.terms)
-    matrix = np.eye(count)
-    for a, b in itertools.combinations(range(count), 2):
-        matrix[a, b] = matrix[b, a] = finite_median(cosine_series(run, a, b))
+def cosine_matrix(terms: list[str], pairs: list[PairConflict]) -> np.ndarray:
+    """The K x K matrix of the pairs' median cosines (1 on the diagonal, NaN for pairs not on shared parameters)."""
+    index = {term: k for k, term in enumerate(terms)}
+    matrix = np.full((len(terms), len(terms)), np.nan)
+    np.fill_diagonal(matrix, 1.0)
+    for pair in pairs:
+        a, b = (index[t] for t in pair.terms)
+        matrix[a, b] = matrix[b, a] = pair.cosine_median
     return matrix

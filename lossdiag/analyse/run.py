@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Sequence
 
@@ -37,7 +38,7 @@ class RunData:
     ended: bool
     torn: bool
 
-    @property
+    @functools.cached_property
     def shared_terms(self) -> list[str]:
         """Terms whose graph reaches at least one shared parameter."""
         counts = self.meta.get("term_shared_parameters", {})
