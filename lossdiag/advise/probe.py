@@ -1,0 +1,67 @@
+"""The one progress measure: each term evaluated on a few batches fixed at the start, before and after a run.
+
+Two runs (a term trained alone, the combined loss, a recommendation under verification, a sweep point) are
+compared on the same data, so batch-to-batch noise does not enter the comparison.
+
+Evaluation keeps the model in the mode training uses (BatchNorm on batch statistics, dropout on), because
+that is the loss the optimizer sees; dropout draws the same masks every time, from a generator seeded with
+the run's seed inside a forked RNG, and every buffer (BatchNorm running statistics, counters) is restored
+afterwards, so evaluating changes neither the model nor any random number generator.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+
+from lossdiag.rng import preserved_rng, seed_everything
+from lossdiag.spec import ModelSpec, batch_stream, compute_terms, to_device
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """The probe batches (the first `count` batches that batches() yields under the run's seed) and that seed."""
+
+    batches: tuple[Any, ...]
+    seed: int
+
+    def evaluate(self, spec: ModelSpec, model: torch.nn.Module,
+                 names: Optional[Sequence[str]] = None) -> dict[str, float]:
+        """Each term's mean over the probe batches; the model's buffers and every RNG state are left as they were."""
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        totals: dict[str, float] = {}
+        try:
+            with preserved_rng():
+                seed_everything(self.seed)
+                for batch in self.batches:
+                    terms = compute_terms(spec, model, batch, list(names) if names is not None else None)
+                    names = names or list(terms)
+                    values = torch.stack([t.detach().double() for t in terms.values()]).tolist()
+                    for name, value in zip(terms, values):
+                        totals[name] = totals.get(name, 0.0) + value
+        finally:
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+        return {name: total / len(self.batches) for name, total in totals.items()}
+
+
+def draw_probe(spec: ModelSpec, count: int, seed: int, device: Optional[torch.device] = None) -> Probe:
+    """Fix the probe batches: the first `count` batches of a fresh pass under `seed` (RNG states preserved)."""
+    with preserved_rng():
+        seed_everything(seed)
+        stream = batch_stream(spec)
+        batches = tuple(to_device(next(stream), device) for _ in range(count))
+    return Probe(batches, seed)
+
+
+def relative_progress(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Optional[float]]:
+    """Each term's relative drop (before - after) / |before|; None where either value is not finite or before is 0."""
+    found: dict[str, Optional[float]] = {}
+    for name, start in before.items():
+        end = after.get(name, math.nan)
+        usable = math.isfinite(start) and math.isfinite(end) and start != 0
+        found[name] = (start - end) / abs(start) if usable else None
+    return found
