@@ -5,12 +5,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
+from lossdiag.advise.probe import draw_probe
+from lossdiag.advise.runs import run_record, train_under
 from lossdiag.analyse.run import parse
 from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
 from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
-from lossdiag.profiler import TrainingRun, ensure_steps, initial_state
+from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.files import write_records
@@ -101,7 +103,7 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                 diagnosis = diagnose(records)
             bar.close()
             if not config.no_checks:
-                checks = single_term_checks(spec, config, start, records, progress)
+                checks = single_term_checks(spec, config, start, records, progress, combined=True)
                 records.extend(checks)
                 if writer is not None:
                     writer.write_many(checks)
@@ -117,14 +119,20 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
 
 
 def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict],
-                       progress: Optional[bool] = None) -> list[dict]:
-    """Train each term alone from the run's start; a term whose gradient cannot train it is skipped with the reason."""
+                       progress: Optional[bool] = None, combined: bool = False) -> list[dict]:
+    """Train each term alone from the run's start (a term whose gradient cannot train it is skipped with the
+    reason) and, with `combined`, all terms under the weights in force for as many steps: their probe figures."""
     if config.check_steps == 0:
         return []
-    terms = list(records[0]["terms"])
-    bar = Progress(len(terms) * config.check_steps, "single-term checks", progress)
+    terms, weights = list(records[0]["terms"]), dict(records[0]["weights"])
+    bar = Progress((len(terms) + combined) * config.check_steps, "single-term checks", progress)
     try:
-        return single_term_records(spec, config, start, terms, broken_terms(parse(records)), bar)
+        probe = draw_probe(spec, config.probe_batches, config.seed, device_of(config))
+        found = single_term_records(spec, config, start, terms, broken_terms(parse(records)), probe, bar)
+        if combined:
+            run = train_under(spec, config, start, weights, probe, config.check_steps, bar)
+            found.append(run_record("progress", 0, run))
+        return found
     finally:
         bar.close()
 

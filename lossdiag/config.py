@@ -29,13 +29,15 @@ class Config:
     dominance_threshold: float = 0.8
     conflict_cosine: float = -0.5
     sanity_steps: int = 20
-    check_start_window: float = 0.05
-    check_end_window: float = 0.2
     check_min_drop: float = 0.05
     check_noise_z: float = 3.0
     check_max_rise: float = 0.5
     starved_min_drop: float = 0.2
     starved_ratio: float = 0.3
+    probe_batches: int = 8
+    target_shares: typing.Optional[typing.Dict[str, float]] = None
+    no_verify: bool = False
+    verify_rounds: int = 2
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -43,10 +45,10 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_POSITIVE = {"steps", "every", "sanity_steps"}
+_POSITIVE = {"steps", "every", "sanity_steps", "probe_batches"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
-_NON_NEGATIVE = {"check_steps", "refine", "seed"}
-_UNIT_INTERVAL = {"dominance_threshold", "check_start_window", "check_end_window", "check_min_drop",
+_NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
+_UNIT_INTERVAL = {"dominance_threshold", "check_min_drop",
                   "starved_min_drop", "starved_ratio"}
 _COSINE = {"conflict_cosine"}
 
@@ -78,6 +80,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
     else:
         value = parse_weights(value, f"{where}'{name}'")
+        if name == "target_shares" and not all(share > 0 for share in value.values()):
+            raise SpecError(f"{where}'{name}': every share must be more than 0, got {value!r}")
     if name in _POSITIVE and value < 1:
         raise SpecError(f"{where}'{name}' must be at least 1, got {value!r}")
     if name in _POSITIVE_NUMBER and value <= 0:

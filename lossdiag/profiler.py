@@ -44,6 +44,11 @@ def finite_gradients(parameters: Iterable[torch.nn.Parameter]) -> bool:
     return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
 
 
+def device_of(config: Config) -> Optional[torch.device]:
+    """The device --device names, or None to leave the model and batches where the model file puts them."""
+    return torch.device(config.device) if config.device else None
+
+
 def start_training(spec: ModelSpec, config: Config, initial_state: Optional[dict]
                    ) -> tuple[torch.nn.Module, torch.optim.Optimizer, Iterator[Any], Optional[torch.device]]:
     """A seeded model from the initial state, a fresh optimizer and the batch stream, as every run starts."""
@@ -51,7 +56,7 @@ def start_training(spec: ModelSpec, config: Config, initial_state: Optional[dict
     model = build(spec)
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    device = torch.device(config.device) if config.device else None
+    device = device_of(config)
     if device is not None:
         model.to(device)
     model.train()

@@ -62,7 +62,7 @@ def checks_summary(diagnosis: Diagnosis) -> list[dict]:
     rows = []
     for record in diagnosis.checks:
         row = {key: record.get(key) for key in ("term", "status", "loss_start", "loss_end", "relative_drop", "code",
-                                                  "reason", "steps", "start_window", "end_window",
+                                                  "reason", "steps", "noise", "probe_batches",
                                                   "nonfinite_steps")}
         compared = progress.get(record["term"])
         row["compared_steps"] = compared.steps if compared else None

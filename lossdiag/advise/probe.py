@@ -30,8 +30,13 @@ class Probe:
     def evaluate(self, spec: ModelSpec, model: torch.nn.Module,
                  names: Optional[Sequence[str]] = None) -> dict[str, float]:
         """Each term's mean over the probe batches; the model's buffers and every RNG state are left as they were."""
+        return mean_values(self.evaluate_batches(spec, model, names))
+
+    def evaluate_batches(self, spec: ModelSpec, model: torch.nn.Module,
+                         names: Optional[Sequence[str]] = None) -> list[dict[str, float]]:
+        """Each term's value on each probe batch (the spread across batches is the measure's noise), changing nothing."""
         buffers = [(b, b.detach().clone()) for b in model.buffers()]
-        totals: dict[str, float] = {}
+        found: list[dict[str, float]] = []
         try:
             with preserved_rng():
                 seed_everything(self.seed)
@@ -39,13 +44,37 @@ class Probe:
                     terms = compute_terms(spec, model, batch, list(names) if names is not None else None)
                     names = names or list(terms)
                     values = torch.stack([t.detach().double() for t in terms.values()]).tolist()
-                    for name, value in zip(terms, values):
-                        totals[name] = totals.get(name, 0.0) + value
+                    found.append(dict(zip(terms, values)))
         finally:
             with torch.no_grad():
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
-        return {name: total / len(self.batches) for name, total in totals.items()}
+        return found
+
+
+def progress_noise(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
+                   ) -> dict[str, Optional[float]]:
+    """Standard error of each term's relative drop, from the spread of the per-batch drops over the probe batches.
+
+    None where it is undefined (fewer than two batches, a non-finite value, a zero start).
+    """
+    found: dict[str, Optional[float]] = {}
+    for name in (before or [{}])[0]:
+        drops = [b[name] - a.get(name, math.nan) for b, a in zip(before, after)]
+        start = sum(b[name] for b in before) / len(before)
+        usable = len(drops) >= 2 and all(math.isfinite(d) for d in drops) and math.isfinite(start) and start != 0
+        if not usable:
+            found[name] = None
+            continue
+        mean = sum(drops) / len(drops)
+        variance = sum((d - mean) ** 2 for d in drops) / (len(drops) - 1)
+        found[name] = math.sqrt(variance / len(drops)) / abs(start)
+    return found
+
+
+def mean_values(per_batch: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """Each term's mean over batches."""
+    return {name: sum(values[name] for values in per_batch) / len(per_batch) for name in (per_batch or [{}])[0]}
 
 
 def draw_probe(spec: ModelSpec, count: int, seed: int, device: Optional[torch.device] = None) -> Probe:
@@ -64,4 +93,24 @@ def relative_progress(before: Mapping[str, float], after: Mapping[str, float]) -
         end = after.get(name, math.nan)
         usable = math.isfinite(start) and math.isfinite(end) and start != 0
         found[name] = (start - end) / abs(start) if usable else None
+    return found
+
+
+def progress_noise(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
+                   ) -> dict[str, Optional[float]]:
+    """Standard error of each term's relative drop, from the spread of the per-batch drops over the probe batches.
+
+    None where it is undefined (fewer than two batches, a non-finite value, a zero start).
+    """
+    found: dict[str, Optional[float]] = {}
+    for name in (before or [{}])[0]:
+        drops = [b[name] - a.get(name, math.nan) for b, a in zip(before, after)]
+        start = sum(b[name] for b in before) / len(before)
+        usable = len(drops) >= 2 and all(math.isfinite(d) for d in drops) and math.isfinite(start) and start != 0
+        if not usable:
+            found[name] = None
+            continue
+        mean = sum(drops) / len(drops)
+        variance = sum((d - mean) ** 2 for d in drops) / (len(drops) - 1)
+        found[name] = math.sqrt(variance / len(drops)) / abs(start)
     return found

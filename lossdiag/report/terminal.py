@@ -61,10 +61,10 @@ def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[st
 
 
 def percent(value: Optional[float]) -> str:
-    """A fraction as a percentage with one decimal; '-' for a missing or non-finite one."""
+    """A fraction as a percentage with one decimal ('-' for a missing or non-finite one); past 1000%, 3 digits."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-"
-    return f"{value:.1%}"
+    return f"{value:.1%}" if abs(value) < 10 else f"{value * 100:.3g}%"
 
 
 def findings_lines(summary: dict) -> list[str]:
@@ -95,17 +95,16 @@ def checks_lines(summary: dict) -> list[str]:
             row += [percent(check.get("combined_relative_drop")), "starved" if check.get("starved") else ""]
         rows.append(row)
     header = ["term", "check", "loss start -> end", "drop alone"] + (["drop combined", "finding"] if combined else [])
-    first = max((c.get("start_window") or 0 for c in checks), default=0)
-    last = max((c.get("end_window") or 0 for c in checks), default=0)
     lines = ["", f"single-term checks: each term trained alone (weight 1) from the run's start for "
-                 f"{config.get('check_steps')} steps; start and end are medians of the first {first} and last "
-                 f"{last} steps"]
+                 f"{config.get('check_steps')} steps; start and end: its mean on {config.get('probe_batches')} "
+                 f"probe batches fixed at the start"]
     lines += _table(header, rows)
-    lines.append(f"pass: a drop of at least {percent(config.get('check_min_drop'))} and more than "
-                 f"{number(config.get('check_noise_z'))} noise standard errors; diverging: a rise of "
-                 f"{percent(config.get('check_max_rise'))} or more")
+    lines.append(f"pass: a drop beyond {number(config.get('check_noise_z'))} noise standard errors (below "
+                 f"{percent(config.get('check_min_drop'))}: slow); not-decreasing: a drop of "
+                 f"{percent(config.get('check_min_drop'))} ruled out by the noise; diverging: a rise of "
+                 f"{percent(config.get('check_max_rise'))} or more beyond the noise")
     if combined:
-        lines.append(f"starved: over the same first steps, the drop under the combined loss is at most "
+        lines.append(f"starved: after as many steps under the weights in force, its drop is at most "
                      f"{number(config.get('starved_ratio'))} times an alone drop of at least "
                      f"{percent(config.get('starved_min_drop'))}")
     lines += [f"  '{safe(c['term'])}' skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
