@@ -50,7 +50,7 @@ def test_check_on_the_healthy_model_exits_0_and_prints_each_term_with_the_rule(t
     for term in ("classification", "regression", "flag"):
         assert any(line.startswith(term) and " pass " in line for line in text.splitlines())
     assert "\nOK: " in text and "\nfindings\n" not in text
-    assert f"at least {config.check_min_drop:.1%}" in text and f"{config.check_noise_z:g} noise" in text
+    assert f"a drop of {config.check_min_drop:.1%} ruled out" in text and f"{config.check_noise_z:g} noise" in text
     assert f"{config.check_max_rise:.1%}" in text
 
 
