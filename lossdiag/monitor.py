@@ -5,7 +5,7 @@ import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import torch
 
@@ -20,6 +20,9 @@ from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, RecordWriter, read_re
 from lossdiag.report.outputs import write_outputs
 from lossdiag.spec import check_scalar_terms
 from lossdiag.summary import build_summary
+
+if TYPE_CHECKING:
+    from lossdiag.record.distributed import Ranks
 
 SOURCE = "monitor"
 MONITOR_OPTIONS = ("every", "out", "dominance_threshold", "conflict_cosine")
@@ -45,6 +48,7 @@ class _Slots:
         self.count = count
         self.capacity = capacity
         self.used = 0
+        self._new = 0
         self._buffer: Optional[torch.Tensor] = None
 
     @property
@@ -59,6 +63,13 @@ class _Slots:
         for k, value in enumerate(values):
             row[k].copy_(value.detach())
         self.used += 1
+        self._new += 1
+
+    def fresh(self) -> torch.Tensor:
+        """The rows put since the last call, as a view (under DDP they are averaged over the ranks in place)."""
+        rows = self._buffer[self.used - self._new:self.used]
+        self._new = 0
+        return rows
 
     def take(self, rows: int) -> torch.Tensor:
         """The first `rows` rows, flattened into a new tensor; the rows after them move to the front."""
@@ -89,6 +100,10 @@ class Monitor:
     below `every` when `early`. scope='all' (exact) measures every shared parameter; 'last-layer' and
     'representation' (with at=, the module whose output every term uses) are cheaper proxies, labelled as such
     in the report. `config` holds thresholds: a mapping of options or a YAML file's path.
+
+    Under torchrun (CONTRACT section 8) the model may be wrapped in DistributedDataParallel before or after; on a
+    recorded step the terms' gradients and the loss values since the previous one are averaged over the ranks,
+    rank 0 writes, and close() is a collective: every rank calls it.
     """
 
     def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,
@@ -96,11 +111,16 @@ class Monitor:
                  config: Config | Mapping[str, Any] | str | Path | None = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        from lossdiag.record import distributed
+
+        self.model = distributed.unwrap(model)
         self.out = Path(out)
         self.schedule = Schedule(every, bool(early))
         self.config = dataclasses.replace(_base_config(config), every=every, out=str(self.out))
-        self._scope = make_scope(scope, model, at)
+        self._scope = make_scope(scope, self.model, at)
+        self._ranks: Optional["Ranks"] = None
+        self._writes = True
+        self._ready_until = math.inf
         self._names: Optional[list[str]] = None
         self._step = 0
         self._rows: list[_Row] = []
@@ -130,8 +150,10 @@ class Monitor:
         """Record the step for a loop that keeps its own sum; call it before that sum's backward()."""
         self._observe(terms, weights)
 
-    def summary(self) -> dict:
-        """summary.json's content for the steps so far, as a dict."""
+    def summary(self) -> Optional[dict]:
+        """summary.json's content for the steps so far, as a dict (None on ranks other than 0 under torchrun)."""
+        if not self._writes:
+            return None
         if self._writer is None:
             raise SpecError("Monitor.summary(): nothing recorded yet; call combine() or record() first")
         if not self._closed:
@@ -141,7 +163,8 @@ class Monitor:
     def close(self) -> Optional[dict]:
         """Write the last records, remove every hook, and write summary.json, report.html and the PNGs.
 
-        Returns the summary (None when nothing was recorded). Closing twice does nothing more.
+        Returns the summary (None when nothing was recorded, and on ranks other than 0 under torchrun). Closing
+        twice does nothing more.
         """
         return self._close(finished=True)
 
@@ -164,7 +187,7 @@ class Monitor:
         check_weights(weights, terms)
         if self._names is None:
             self._names = list(terms)
-            self._scope.bind(discover(self.model, terms), terms)
+            self._bind(terms)
         if self._rows and self._rows[-1].measurement is not None:
             self._rows[-1].measurement.settle(force=True)
         if self._batches:
@@ -173,19 +196,45 @@ class Monitor:
             self._flush(force=False, wait=False)
         ordered = {name: terms[name] for name in self._names}
         if self._slots is None:
-            self._slots = _Slots(len(self._names))
+            unaveraged = 0 if self._ranks is None else 2 * self.schedule.every + 2
+            self._slots = _Slots(len(self._names), max(1024, unaveraged))
         elif self._slots.full:
             self._flush(force=True, wait=False)
         self._slots.put(list(ordered.values()))
         row = _Row(self._step)
-        if self.schedule(self._step) and any(value.requires_grad for value in ordered.values()):
+        recorded = self.schedule(self._step)
+        if recorded and self._ranks is not None:
+            self._ranks.ride(self._slots.fresh())
+        if recorded and any(value.requires_grad for value in ordered.values()):
             row.weights = weight_values(weights, self._names)
             row.measurement = self._measure(ordered, row.weights)
-        if self._writer is None:
+        if recorded and self._ranks is not None:
+            self._synchronise(row, next(iter(ordered.values())).device)
+        if self._writer is None and self._writes:
             self._start(row.weights or weight_values(weights, self._names))
         self._rows.append(row)
         self._step += 1
         self._scope.arm(self.schedule(self._step))
+
+    def _bind(self, terms: Mapping[str, torch.Tensor]) -> None:
+        """Fix the shared parameters from the first call's graphs; under torchrun, join the ranks."""
+        from lossdiag.record import distributed
+
+        self._ranks = distributed.ranks(self.model, self._scope)
+        if self._ranks is None:
+            layout = discover(self.model, terms)
+        else:
+            layout = self._ranks.discover(self.model, terms)
+            self._scope.average = self._ranks.average_grads
+            self._writes = self._ranks.writes
+        self._scope.bind(layout, terms)
+
+    def _synchronise(self, row: _Row, device: torch.device) -> None:
+        """Run this recorded step's collective (if the scope has not) and let the averaged rows reach the host."""
+        if row.measurement is not None:
+            row.measurement = self._ranks.defer(row.measurement, len(self._names), device)
+        self._ranks.sync()
+        self._ready_until = row.step + 1
 
     def _measure(self, terms: dict[str, torch.Tensor], weights: dict[str, float]) -> Measurement:
         try:
@@ -211,13 +260,15 @@ class Monitor:
         transfer is written by a later call once it has landed, so no step waits for the device."""
         ready = 0
         for row in self._rows:
-            if row.measurement is not None and not row.measurement.settle(force):
+            if row.step >= self._ready_until or (row.measurement is not None and not row.measurement.settle(force)):
                 break
             ready += 1
         rows, self._rows = self._rows[:ready], self._rows[ready:]
         self._last_flush = time.monotonic()
         if rows:
-            self._batches.append(_send(rows, self._slots.take(len(rows))))
+            values = self._slots.take(len(rows))
+            if self._writes:
+                self._batches.append(_send(rows, values))
         self._drain(wait)
 
     def _drain(self, wait: bool) -> None:
@@ -240,6 +291,10 @@ class Monitor:
             return self._summary
         self._closed = True
         try:
+            if finished and self._ranks is not None:
+                self._ranks.ride(self._slots.fresh())
+                self._ranks.sync()
+                self._ready_until = math.inf
             if self._writer is None:
                 return None
             self._flush(force=True, wait=True)

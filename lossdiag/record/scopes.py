@@ -3,13 +3,13 @@ layer, or the gradient with respect to a shared representation (both proxies, la
 from __future__ import annotations
 
 import math
-from typing import Mapping, Optional, Protocol
+from typing import Callable, Mapping, Optional, Protocol
 
 import torch
 
 from lossdiag.errors import SpecError
 from lossdiag.record.capture import Capture
-from lossdiag.record.gradients import shared_statistics, term_gradients
+from lossdiag.record.gradients import TermGrads, shared_statistics, term_gradients
 from lossdiag.record.shared import Layout, module_of
 
 ALL, LAST_LAYER, REPRESENTATION = "all", "last-layer", "representation"
@@ -47,7 +47,10 @@ class Measured:
 
 
 class Scope:
-    """Every trainable parameter two or more terms reach: exact, K extra backward passes on a recorded step."""
+    """Every trainable parameter two or more terms reach: exact, K extra backward passes on a recorded step.
+
+    `average`, set by a Monitor under DDP, averages the terms' gradients across ranks before the statistics.
+    """
 
     name = ALL
     proxy = False
@@ -55,6 +58,7 @@ class Scope:
     def __init__(self) -> None:
         self.layout: Optional[Layout] = None
         self.measured: Optional[Layout] = None
+        self.average: Optional[Callable[[TermGrads, Layout], TermGrads]] = None
 
     def bind(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> None:
         """Fix what is measured, from the layout discovered on the first call's graphs."""
@@ -78,7 +82,10 @@ class Scope:
     def measure(self, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Measurement:
         """Each term's gradient on the measured parameters, keeping the graph for the user's backward."""
         measured = trainable(self.measured)
-        stats = shared_statistics(term_gradients(terms, measured, keep_graph=True), measured)
+        grads = term_gradients(terms, measured, keep_graph=True)
+        if self.average is not None:
+            grads = self.average(grads, measured)
+        stats = shared_statistics(grads, measured)
         unmeasured = [t for t in terms if not measured.reached.get(t)]
         if self.proxy:
             stats["norms_all"].update({term: math.nan for term in unmeasured})
