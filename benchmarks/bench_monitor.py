@@ -6,9 +6,13 @@ step, in a rotating order, so drift and contention hit them alike. Two tables pe
 - default sampling: the whole loop over --steps steps (ratio of summed step times to the plain loop's), which
   is what a training run pays, the monitor's recorded steps and its 2-second flushes included;
 - every step: median time of a step that records per-term gradients, over --every-one-steps steps after
-  --warmup, against the median plain step; the peers (torchjd, LibMTL) produce the same information every step.
+  --warmup, against the median plain step; the peers (torchjd, LibMTL) produce the same information every step;
+- combine: the host time a step the monitor does not record adds, as the difference between --combine-calls calls
+  of `monitor.combine(terms, weights)` and of the plain weighted sum on the same terms (its 2-second flushes and
+  full-slot flushes included, as a loop pays them), median of 5 rounds.
 
-Run: OMP_NUM_THREADS=1 python benchmarks/bench_monitor.py [--steps 1000] [--every-one-steps 40] [--device cpu]
+Run: python benchmarks/bench_monitor.py [--threads 1] [--steps 1000] [--every-one-steps 40] [--device cpu]
+     [--tables loop,every-step,combine]
 Peers (optional): pip install --no-deps -c constraints.txt -r benchmarks/requirements-peers.txt
 """
 from __future__ import annotations
@@ -161,6 +165,38 @@ def every_step(problem: Problem, steps: int, warmup: int, device: torch.device, 
             for name, values in times.items()]
 
 
+def combine_overhead(problem: Problem, calls: int, device: torch.device, out: Path) -> tuple[float, float]:
+    """Microseconds a non-recorded combine() adds to the plain weighted sum (median of 5 rounds), and the plain
+    sum's own time."""
+    model = copy.deepcopy(problem.model).to(device)
+    terms = problem.losses(model, _to(problem.make_batch(0), device))
+    weights = {name: 0.5 for name in terms}
+    monitor = Monitor(model, out=out / f"{problem.name}-combine", every=10 ** 9, early=False)
+    monitor.combine(terms, weights)  # step 0 is recorded; every later call is not
+
+    def plain() -> None:
+        total = None
+        for name, value in terms.items():
+            part = weights[name] * value
+            total = part if total is None else total + part
+
+    def monitored() -> None:
+        monitor.combine(terms, weights)
+
+    rounds = {"plain": [], "monitored": []}
+    for _ in range(5):
+        for name, call in (("plain", plain), ("monitored", monitored)):
+            start = time.perf_counter()
+            for _ in range(calls):
+                call()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rounds[name].append((time.perf_counter() - start) / calls * 1e6)
+    monitor.close()
+    extra = statistics.median(m - p for m, p in zip(rounds["monitored"], rounds["plain"]))
+    return extra, statistics.median(rounds["plain"])
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="steps of the default-sampling comparison")
@@ -168,22 +204,34 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--problems", default="mlp,convnet")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--combine-calls", type=int, default=20000)
+    parser.add_argument("--tables", default="loop,every-step,combine")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    tables = args.tables.split(",")
     device = torch.device(args.device)
     problems = {"mlp": mlp_problem, "convnet": convnet_problem}
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as folder:
         for name in args.problems.split(","):
             problem = problems[name]()
-            print(f"\n### {name}: the whole loop, {args.steps} steps, ratio to the plain loop\n")
-            print("| loop | time / plain loop |\n| --- | --- |")
-            for label, value in default_sampling(problem, args.steps, device, Path(folder)):
-                print(f"| {label} | {value} |")
-            print(f"\n### {name}: a step that records per-term gradients, median of {args.every_one_steps} "
-                  f"after {args.warmup} warm-up steps, ratio to the median plain step\n")
-            print("| method [information] | time / plain step |\n| --- | --- |")
-            for label, value in every_step(problem, args.every_one_steps, args.warmup, device, Path(folder)):
-                print(f"| {label} | {value} |")
+            if "loop" in tables:
+                print(f"\n### {name}: the whole loop, {args.steps} steps, ratio to the plain loop\n")
+                print("| loop | time / plain loop |\n| --- | --- |")
+                for label, value in default_sampling(problem, args.steps, device, Path(folder)):
+                    print(f"| {label} | {value} |")
+            if "every-step" in tables:
+                print(f"\n### {name}: a step that records per-term gradients, median of {args.every_one_steps} "
+                      f"after {args.warmup} warm-up steps, ratio to the median plain step\n")
+                print("| method [information] | time / plain step |\n| --- | --- |")
+                for label, value in every_step(problem, args.every_one_steps, args.warmup, device, Path(folder)):
+                    print(f"| {label} | {value} |")
+            if "combine" in tables:
+                extra, plain = combine_overhead(problem, args.combine_calls, device, Path(folder))
+                print(f"\n{name}: a non-recorded combine() adds {extra:.1f} us of host time to the plain weighted "
+                      f"sum ({plain:.1f} us), over {args.combine_calls} calls, median of 5 rounds")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from lossdiag import Monitor, SpecError
+from lossdiag.record.schedule import Schedule
 from lossdiag.record.stream import read_records
 
 WORLD = 2
@@ -137,12 +138,18 @@ def run_neutral(rank: int, folder: Path, every: Optional[int]) -> None:
     wrapped = DDP(model)
     monitor = None if every is None else Monitor(model, out=folder / f"neutral-{every}-rank{rank}", every=every)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    train(model, wrapped, monitor, rank, NEUTRAL_STEPS, optimizer)
-    if monitor is not None:
-        monitor.close()
+    calls: list[int] = []
+    original = dist.all_reduce
+    dist.all_reduce = lambda tensor, *args, **kwargs: (calls.append(1), original(tensor, *args, **kwargs))[1]
+    try:
+        train(model, wrapped, monitor, rank, NEUTRAL_STEPS, optimizer)
+        if monitor is not None:
+            monitor.close()
+    finally:
+        dist.all_reduce = original
     torch.save({"parameters": [p.detach().clone() for p in model.parameters()],
-                "grads": [p.grad.clone() for p in model.parameters()], "rng": torch.get_rng_state()},
-               folder / f"neutral-{every}-{rank}.pt")
+                "grads": [p.grad.clone() for p in model.parameters()], "rng": torch.get_rng_state(),
+                "collectives": len(calls)}, folder / f"neutral-{every}-{rank}.pt")
 
 
 def worker(rank: int, folder: str, job: str) -> None:
@@ -332,6 +339,15 @@ def test_training_is_bitwise_the_same_on_every_rank(launched, every):
                 assert torch.equal(p, q), (rank, key)
     steps = [r for r in read_records(launched / f"neutral-{every}-rank0" / "records.jsonl")[0] if r["kind"] == "step"]
     assert len(steps) == NEUTRAL_STEPS and sum("grad" in r for r in steps) >= 3
+
+
+@pytest.mark.parametrize("every", NEUTRAL_EVERY)
+def test_collectives_only_on_recorded_steps(launched, every):
+    """One to agree on the shared parameters at the first call, one a recorded step, one at close()."""
+    recorded = sum(1 for step in range(NEUTRAL_STEPS) if Schedule(every)(step))
+    assert recorded < NEUTRAL_STEPS or every == 1
+    for rank in range(WORLD):
+        assert torch.load(launched / f"neutral-{every}-{rank}.pt")["collectives"] == 1 + recorded + 1
 
 
 def test_what_cannot_be_measured_is_refused_in_one_line_naming_what_works(launched):
