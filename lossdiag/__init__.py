@@ -3,5 +3,6 @@ from lossdiag._version import __version__
 from lossdiag.api import ProfileResult, profile
 from lossdiag.errors import SpecError
 from lossdiag.monitor import Monitor
+from lossdiag.sweep.api import SweepResult, sweep
 
-__all__ = ["Monitor", "ProfileResult", "SpecError", "__version__", "profile"]
+__all__ = ["Monitor", "ProfileResult", "SpecError", "SweepResult", "__version__", "profile", "sweep"]

@@ -15,6 +15,7 @@ from lossdiag.errors import SpecError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_OUT = "lossdiag-report"
+DEFAULT_SWEEP_OUT = "lossdiag-sweep"
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
@@ -86,7 +87,7 @@ def run_options(command: Callable) -> Callable:
     return click.argument("model_py", type=click.Path(dir_okay=False))(command)
 
 
-def _resolve(model_py: str, config_file: str | None, given: dict) -> Any:
+def _resolve(model_py: str, config_file: str | None, given: dict, default_out: str = DEFAULT_OUT) -> Any:
     from lossdiag.config import load
 
     if not Path(model_py).is_file():
@@ -95,7 +96,7 @@ def _resolve(model_py: str, config_file: str | None, given: dict) -> Any:
         raise SpecError(f"{config_file}: no such config file")
     cli_options = {k: v for k, v in given.items() if v is not None}
     config = load(Path(config_file) if config_file else None, Path(model_py), cli_options)
-    return config if config.out else config.__class__(**{**config.to_dict(), "out": DEFAULT_OUT})
+    return config if config.out else config.__class__(**{**config.to_dict(), "out": default_out})
 
 
 def _run_and_render(runner: Callable, model_py: str, config_file: str | None, given: dict) -> None:
@@ -183,6 +184,9 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     path = folder / RECORDS
     if not folder.is_dir():
         raise SpecError(f"{run_dir}: no such folder")
+    target = Path(out) if out else folder
+    if _rebuild_sweep(folder, target, debug) and not path.is_file():
+        return
     if not path.is_file():
         raise SpecError(f"{path}: no such file; point at the folder a profile or a Monitor wrote")
     try:
@@ -192,8 +196,73 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
         if debug:
             raise
         raise SpecError(f"{path}: not lossdiag records ({exc})") from None
-    target = Path(out) if out else folder
     summary = build_summary(diagnosis)
     write_outputs(target, diagnosis, summary)
     click.echo(render(summary, None, str(target)), nl=False)
     click.echo(f"report: {safe(target / REPORT)}")
+
+
+def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
+    """Rebuild sweep.json, sweep.png and sweep.html from folder/sweep_records.jsonl, if there is one."""
+    from lossdiag.record.stream import read_records
+    from lossdiag.report.sweep_outputs import SWEEP_PAGE, write_sweep_outputs
+    from lossdiag.report.sweep_terminal import render_sweep
+    from lossdiag.report.terminal import safe
+    from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
+
+    path = folder / SWEEP_RECORDS
+    if not path.is_file():
+        return False
+    try:
+        records, torn = read_records(path)
+        data = SweepData.from_records(records, torn)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        if debug:
+            raise
+        raise SpecError(f"{path}: not lossdiag sweep records ({exc})") from None
+    write_sweep_outputs(target, data)
+    click.echo(render_sweep(data.to_json(), None, str(target)), nl=False)
+    click.echo(f"sweep page: {safe(target / SWEEP_PAGE)}")
+    return True
+
+
+@main.command()
+@click.argument("model_py", type=click.Path(dir_okay=False))
+@click.option("--points", type=int, default=None, help="Points of the grid [9].")
+@click.option("--sweep-steps", type=int, default=None, help="Training steps of each point [200].")
+@click.option("--metric", default=None, help="Choose the point by this metric of validate(model).")
+@click.option("--jobs", type=int, default=None, help="Points trained at once, in processes [every core].")
+@click.option("--steps", type=int, default=None, help="Steps of the profile that centres the grid [200].")
+@click.option("--every", type=int, default=None, help="Record per-term gradients every N steps [1].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help=f"Output folder [./{DEFAULT_SWEEP_OUT}].")
+@click.option("--weights", default=None, help="Weights in force: name=0.5,other=0.5.")
+@click.option("--seed", type=int, default=None, help="Seed set before each run [0].")
+@click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="YAML options (default: lossdiag.yaml beside the model file).")
+@click.option("--json", "as_json", is_flag=True, default=None, help="Print sweep.json to stdout.")
+@click.option("--debug", is_flag=True, default=None, help="Show tracebacks.")
+@guarded
+def sweep(model_py: str, config_file: str | None, as_json: bool | None, debug: bool | None, **given: Any) -> None:
+    """Cross-validate the weights of MODEL_PY: short runs on a log-scale grid around the suggestion.
+
+    Every point trains from the same start on the same batches for --sweep-steps steps and is scored by each
+    term's progress on fixed probe batches and by validate(model)'s metrics. The recommended point is the best
+    by --metric, else the one whose worst term progresses most relative to that term trained alone.
+    Exits 0 with a recommendation, 1 when no point qualifies.
+    """
+    from lossdiag.report.sweep_outputs import SWEEP_PAGE
+    from lossdiag.report.sweep_terminal import render_sweep
+    from lossdiag.report.terminal import safe
+    from lossdiag.spec import load_model_file
+    from lossdiag.sweep.api import run_sweep_result
+
+    config = _resolve(model_py, config_file, {**given, "json": as_json}, DEFAULT_SWEEP_OUT)
+    result = run_sweep_result(load_model_file(model_py), config, model_py)
+    if config.json:
+        click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
+    else:
+        click.echo(render_sweep(result.summary, model_py, config.out), nl=False)
+        click.echo(f"sweep page: {safe(Path(config.out) / SWEEP_PAGE)}")
+    sys.exit(EXIT_OK if result.data.choice.index is not None else EXIT_FINDINGS)

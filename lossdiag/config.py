@@ -38,6 +38,10 @@ class Config:
     target_shares: typing.Optional[typing.Dict[str, float]] = None
     no_verify: bool = False
     verify_rounds: int = 2
+    points: int = 9
+    sweep_steps: int = 200
+    metric: typing.Optional[str] = None
+    jobs: typing.Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -45,7 +49,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
-_POSITIVE = {"steps", "every", "sanity_steps", "probe_batches"}
+_POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
 _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop",

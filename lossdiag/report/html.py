@@ -208,7 +208,16 @@ def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] =
     A content security policy forbids every script and fetch, as a second wall behind the escaping.
     """
     body = _body(diagnosis, summary, _rendered(diagnosis, summary, figures), collapsed=False)
-    title = f"lossdiag: {summary['status']} · {summary.get('source') or ''}"
+    return document(f"lossdiag: {summary['status']} · {summary.get('source') or ''}", body)
+
+
+def fragment(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] = None) -> str:
+    """The report as an inline fragment for a notebook: scoped CSS, no iframe, configuration folded away."""
+    return inline(_body(diagnosis, summary, _rendered(diagnosis, summary, figures), collapsed=True))
+
+
+def document(title: str, body: str) -> str:
+    """A whole offline page around an escaped body: inline CSS, and a policy forbidding every script and fetch."""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta http-equiv="Content-Security-Policy" content="{POLICY}">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
@@ -216,7 +225,6 @@ def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] =
             f'<body><div class="{ROOT}">{body}</div></body></html>\n')
 
 
-def fragment(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] = None) -> str:
-    """The report as an inline fragment for a notebook: scoped CSS, no iframe, configuration folded away."""
-    body = _body(diagnosis, summary, _rendered(diagnosis, summary, figures), collapsed=True)
+def inline(body: str) -> str:
+    """An escaped body as a notebook fragment: CSS scoped to the page's root class, no iframe."""
     return f'<div class="{ROOT}"><style>{CSS}</style>{body}</div>'

@@ -48,6 +48,9 @@ def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[st
         lines.append("  these terms trade off: no weight balances them. The weights above only equalise "
                      "gradient norms;")
         lines.append("  choose alpha by the metric that matters (sweep it and compare on held-out data).")
+    if summary.get("recommendation", summary["suggestion_kind"]) == "trade-off" and model_path:
+        lines.append(f"  sweep it: lossdiag sweep {shlex.quote(safe(model_path))} --metric NAME "
+                     f"(NAME: a metric your validate(model) returns; without --metric: no term left behind)")
     if summary.get("recorded_steps", 0) < FEW_RECORDED_STEPS:
         lines.append(f"  from only {summary.get('recorded_steps', 0)} recorded steps: gradient norms move fast early "
                      f"in training, so profile longer (--steps) before trusting it")

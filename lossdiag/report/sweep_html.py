@@ -1,0 +1,69 @@
+"""sweep.html: the verdict and the line to paste first, then the table of points, the figure and the options.
+
+The same offline page as report.html (its CSS, escaping, policy and embedded figures), and a fragment of it for
+a notebook's `_repr_html_`.
+"""
+from __future__ import annotations
+
+import json
+from typing import Optional, Sequence
+
+from lossdiag.report.figures import ReportFigure
+from lossdiag.report.html import _figures, _table, _tag, document, esc, inline
+from lossdiag.report.sweep_terminal import context_line, paste_lines, points_table, verdict
+
+
+def _header(sweep: dict) -> str:
+    meta = f"{esc(sweep['source'])} · {len(sweep['terms'])} terms · {esc(context_line(sweep))}"
+    parts = [_tag("h1", "lossdiag sweep"), _tag("p", meta, "ld-meta")]
+    if not sweep["complete"]:
+        parts.append(_tag("p", f"<strong>This sweep ended early:</strong> {len(sweep['points'])} of "
+                               f"{sweep['planned_points']} points finished (killed or crashed). Everything below "
+                               "covers the points that finished.", "ld-banner"))
+    return "".join(parts)
+
+
+def _verdict(sweep: dict, model_path: Optional[str]) -> str:
+    status = "ok" if sweep["recommended"] is not None else "warning"
+    lines = paste_lines(sweep, model_path)
+    paste = ""
+    if lines:
+        paste = (_tag("p", "Paste this as your total loss:", "ld-note") + _tag("pre", esc(lines[0]), "ld-paste")
+                 + (_tag("pre", "\n".join(esc(line) for line in lines[1:])) if len(lines) > 1 else ""))
+    return (f'<section class="ld-verdict ld-{status}"><span class="ld-badge">{status}</span>'
+            f"{_tag('p', esc(verdict(sweep)))}</section>{paste}")
+
+
+def _points(sweep: dict) -> str:
+    header, rows = points_table(sweep)
+    cells = [[esc(cell) for cell in row] for row in rows]
+    note = (f"progress: each term's relative drop on the probe batches after the run. score: {esc(sweep['criterion'])}. "
+            "Pareto: no other point makes every term progress more.")
+    return _tag("h2", f"Points ({len(rows)})") + _table([esc(h) for h in header], cells, 2) + _tag("p", note, "ld-note")
+
+
+def _config(sweep: dict, config: dict) -> str:
+    rows = [[esc(key), esc(json.dumps(value) if isinstance(value, (dict, list)) else value)]
+            for key, value in config.items()]
+    content = _table(["option", "value"], rows, 2) + _tag("p", f"lossdiag {esc(sweep['lossdiag_version'])}", "ld-note")
+    return f"<details><summary>Configuration</summary>{content}</details>"
+
+
+def _body(sweep: dict, config: dict, figures: Sequence[ReportFigure], model_path: Optional[str]) -> str:
+    return "".join([_header(sweep), _verdict(sweep, model_path), _points(sweep), _figures(figures),
+                    _config(sweep, config)])
+
+
+def _model_path(sweep: dict) -> Optional[str]:
+    return sweep["source"] if str(sweep["source"]).endswith(".py") else None
+
+
+def sweep_page(sweep: dict, config: dict, figures: Sequence[ReportFigure]) -> str:
+    """The whole sweep.html from sweep.json's content, the sweep's options and its figures."""
+    title = f"lossdiag sweep · {sweep['source']}"
+    return document(title, _body(sweep, config, figures, _model_path(sweep)))
+
+
+def sweep_fragment(sweep: dict, config: dict, figures: Sequence[ReportFigure]) -> str:
+    """The sweep page as a notebook fragment."""
+    return inline(_body(sweep, config, figures, _model_path(sweep)))

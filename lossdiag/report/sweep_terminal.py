@@ -1,0 +1,105 @@
+"""The sweep as text: the verdict, the line to paste, and the table of points (terminal, and the page's cells)."""
+from __future__ import annotations
+
+import math
+import shlex
+from typing import Optional
+
+from lossdiag.report.terminal import _table, number, percent, safe
+
+
+def alpha_text(alpha: float) -> str:
+    """Alpha with three significant digits of whichever of alpha and 1 - alpha is smaller (0.99967, not 1)."""
+    if not 0.0 < alpha < 1.0:
+        return number(alpha)
+    decimals = max(0, math.ceil(-math.log10(min(alpha, 1.0 - alpha)))) + 2
+    return f"{alpha:.{decimals}f}".rstrip("0").rstrip(".")
+
+
+def point_name(point: dict, terms: list[str]) -> str:
+    """How a point is named in tables: its alpha for two terms, else which term was scaled and by what."""
+    if point.get("alpha") is not None:
+        return f"alpha {alpha_text(point['alpha'])}"
+    if point.get("scaled") is None:
+        return "suggestion" if not point.get("current") else "in force"
+    return f"{safe(point['scaled'])} x{number(point['factor'], 3)}"
+
+
+def weights_text(weights: dict, terms: list[str], separator: str = ",") -> str:
+    """Weights as --weights takes them (name=value,...), to 3 significant digits."""
+    return separator.join(f"{safe(t)}={number(weights[t], 3)}" for t in terms)
+
+
+def paste_lines(sweep: dict, model_path: Optional[str] = None) -> list[str]:
+    """The recommended weights as a line to paste, alpha in the forum's form, and the command that checks them."""
+    index = sweep["recommended"]
+    if index is None:
+        return []
+    point, terms = sweep["points"][index], sweep["terms"]
+    weights = point["weights"]
+    lines = [f"loss_total = {' + '.join(f'{number(weights[t], 3)} * {safe(t)}' for t in terms)}"]
+    if point.get("alpha") is not None:
+        lines.append(f"alpha = {alpha_text(point['alpha'])} in alpha * {safe(terms[0])} + (1 - alpha) * "
+                     f"{safe(terms[1])}")
+    if model_path:
+        lines.append(f"check it: lossdiag profile {shlex.quote(safe(model_path))} "
+                     f"--weights {shlex.quote(weights_text(weights, terms))}")
+    return lines
+
+
+def verdict(sweep: dict) -> str:
+    """One line: which point is recommended, by what rule, and how it compares with the weights in force."""
+    index = sweep["recommended"]
+    if index is None:
+        return ("no point can be recommended: every point has a missing or non-finite "
+                f"{'metric' if sweep['metric'] else 'progress'}; see the table")
+    point, terms = sweep["points"][index], sweep["terms"]
+    progress = ", ".join(f"{safe(t)} {percent(point['progress'][t])}" for t in terms)
+    text = f"recommended: {point_name(point, terms)} ({progress} progress"
+    current = next((p for p in sweep["points"] if p.get("current")), None)
+    if current is not None and current is not point:
+        text += "; under the weights in force: " + ", ".join(f"{safe(t)} {percent(current['progress'][t])}"
+                                                             for t in terms)
+    return text + f"), chosen by {safe(sweep['criterion'])}"
+
+
+def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the points table: name, weights, each term's progress, metrics, score, marks."""
+    terms = sweep["terms"]
+    metrics = list(next((p["metrics"] for p in sweep["points"] if p.get("metrics")), {}) or {})
+    header = ["point", "weights", *(f"{safe(t)} progress" for t in terms), *map(safe, metrics), "score", ""]
+    rows = []
+    for k, point in enumerate(sweep["points"]):
+        marks = ["recommended"] if k == sweep["recommended"] else []
+        marks += ["Pareto"] if k in sweep["pareto"] else []
+        marks += ["in force"] if point.get("current") else []
+        rows.append([point_name(point, terms), weights_text(point["weights"], terms, ", "),
+                     *(percent(point["progress"][t]) for t in terms),
+                     *(number((point.get("metrics") or {}).get(m)) for m in metrics),
+                     number(point.get("score"), 3), ", ".join(marks)])
+    return header, rows
+
+
+def context_line(sweep: dict) -> str:
+    """What was run: points, steps, probe and the alone runs."""
+    alone = ", ".join(f"{safe(t)} {percent(v)}" for t, v in sweep["alone"].items())
+    return (f"{len(sweep['points'])} of {sweep['planned_points']} points, each trained {sweep['sweep_steps']} steps "
+            f"from the same start on the same batches; progress on {sweep['probe']['batches']} fixed probe batches; "
+            f"each term trained alone: {alone}")
+
+
+def render_sweep(sweep: dict, model_path: Optional[str] = None, out: Optional[str] = None) -> str:
+    """The whole sweep summary as text."""
+    lines = [f"lossdiag {sweep['lossdiag_version']} · {safe(sweep['source'])} · sweep · {len(sweep['terms'])} terms",
+             context_line(sweep)]
+    if not sweep["complete"]:
+        lines.append("the sweep ended early (killed or crashed): this covers the points that finished")
+    lines += ["", safe(verdict(sweep)), ""]
+    lines += _table(*points_table(sweep))
+    lines += ["", "score: " + safe(sweep["criterion"])]
+    paste = paste_lines(sweep, model_path)
+    if paste:
+        lines += ["", "recommended weights:", *(f"  {line}" for line in paste)]
+    if out:
+        lines += ["", f"outputs in {safe(out)}/"]
+    return "\n".join(lines) + "\n"

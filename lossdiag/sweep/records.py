@@ -1,0 +1,76 @@
+"""sweep_records.jsonl: a header, one line per run as it finishes, an end line; and what a folder of them says.
+
+A sweep killed half-way keeps every point that finished; `SweepData.from_records` builds the same plain data
+(and sweep.json) from a finished or a partial file, so `lossdiag report` rebuilds the page from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+from lossdiag.sweep.choose import Choice, by_metric, by_progress, pareto
+
+SWEEP_RECORDS = "sweep_records.jsonl"
+HEADER, POINT, ALONE, END = "sweep", "point", "alone", "end"
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepData:
+    """A sweep's points (in grid order, finished ones only), the alone runs, the front and the recommendation."""
+
+    meta: dict
+    points: list[dict]
+    alone: dict[str, Optional[float]]
+    pareto: list[int]
+    choice: Choice
+    ended: bool
+    torn: bool
+
+    @property
+    def terms(self) -> list[str]:
+        return list(self.meta["terms"])
+
+    @property
+    def metric(self) -> Optional[str]:
+        return self.meta["config"].get("metric")
+
+    @property
+    def recommended(self) -> Optional[dict]:
+        return self.points[self.choice.index] if self.choice.index is not None else None
+
+    @property
+    def planned(self) -> int:
+        return len(self.meta["plan"])
+
+    @classmethod
+    def from_records(cls, records: Sequence[dict], torn: bool = False) -> "SweepData":
+        """Read a sweep's records; raises ValueError when they do not start with a sweep header."""
+        if not records or records[0].get("kind") != HEADER:
+            raise ValueError("the records do not start with a sweep header (kind 'sweep')")
+        meta = records[0]
+        terms = list(meta["terms"])
+        points = sorted((r for r in records if r.get("kind") == POINT), key=lambda r: r["step"])
+        alone = {t: None for t in terms}
+        alone.update({r["term"]: r["progress"].get(r["term"]) for r in records if r.get("kind") == ALONE})
+        progress = [p["progress"] for p in points]
+        config = meta["config"]
+        if config.get("metric"):
+            choice = by_metric([p["metrics"] for p in points], config["metric"])
+        else:
+            choice = by_progress(progress, alone, terms, config["check_min_drop"])
+        ended = any(r.get("kind") == END for r in records)
+        return cls(meta, points, alone, pareto(progress, terms), choice, ended, torn)
+
+    def to_json(self) -> dict:
+        """sweep.json (CONTRACT section 7), plus the header's context: what was swept, from where, and how."""
+        points = [{key: p.get(key) for key in ("weights", "alpha", "progress", "final", "metrics", "scaled",
+                                                "factor", "current", "seconds")} for p in self.points]
+        for point, score in zip(points, self.choice.scores):
+            point["score"] = score
+        meta = self.meta
+        return {"lossdiag_version": meta["lossdiag_version"], "source": meta["source"], "terms": self.terms,
+                "weights_in_force": meta["weights"], "suggested_weights": meta["suggested"],
+                "sweep_steps": meta["config"]["sweep_steps"], "seed": meta["config"]["seed"],
+                "metric": self.metric, "probe": meta["probe"], "alone": self.alone, "points": points,
+                "pareto": self.pareto, "recommended": self.choice.index, "criterion": self.choice.criterion,
+                "planned_points": self.planned, "complete": self.ended and len(self.points) == self.planned}

@@ -1,0 +1,119 @@
+"""A whole sweep: profile for the centre, fix the start and the probe, plan the grid, run it, stream the records.
+
+Order of work: a short profile (the suggestion the grid is centred on); validate(model) once on the start, so a
+broken validate or an unknown --metric fails before the long part; each term trained alone (the yardstick of
+the no-term-left-behind criterion); then the grid. Every finished run is appended to sweep_records.jsonl and
+flushed at once.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+from lossdiag._version import __version__
+from lossdiag.config import Config
+from lossdiag.diagnose import diagnose
+from lossdiag.profiler import TrainingRun, ensure_steps, initial_state, start_training
+from lossdiag.progress import Progress
+from lossdiag.record.stream import RecordWriter
+from lossdiag.rng import preserved_rng
+from lossdiag.spec import ModelSpec
+from lossdiag.sweep.grid import Candidate, alpha_of, candidates
+from lossdiag.sweep.jobs import Bench, Job, available_cores, probe_for, run_all
+from lossdiag.sweep.metrics import check_metric, evaluate
+from lossdiag.sweep.records import ALONE, END, HEADER, POINT, SWEEP_RECORDS
+
+
+def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
+    """--jobs, else every core for a model file on the CPU; objects from a notebook and devices run in-process."""
+    if model_path is None:
+        return 1
+    if config.jobs is not None:
+        return max(1, min(config.jobs, runs))
+    return 1 if config.device else max(1, min(available_cores(), runs))
+
+
+def estimate_line(first_seconds: float, remaining: int, processes: int) -> str:
+    """What is left and about how long it takes, from the first finished run."""
+    left = math.ceil(remaining / processes) * first_seconds
+    return (f"sweep: the first run took {first_seconds:.1f} s; {remaining} more, {processes} at a time: "
+            f"about {left:.0f} s left")
+
+
+def _jobs(terms: list[str], plan: list[Candidate]) -> list[Job]:
+    alone = [Job(ALONE, k, {t: float(t == term) for t in terms}, {"term": term}) for k, term in enumerate(terms)]
+    points = [Job(POINT, k, c.weights, {key: v for key, v in c.to_dict().items() if key != "weights"})
+              for k, c in enumerate(plan)]
+    return alone + points
+
+
+def _centre(spec: ModelSpec, config: Config, start: dict, enabled: bool) -> tuple[dict, dict]:
+    """A profile from the start under the weights in force: the weights in force and the suggested weights."""
+    bar = Progress(config.steps, "profiling for the sweep's centre", enabled)
+    try:
+        records = TrainingRun(spec, config, config.weights, start).record(None, bar)
+    finally:
+        bar.close()
+    diagnosis = diagnose(records)
+    return diagnosis.current_weights, diagnosis.suggestion.weights
+
+
+def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
+              progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = None) -> list[dict]:
+    """Run the sweep and return its records (streamed to config.out/sweep_records.jsonl when out is set).
+
+    `model_path` lets worker processes load the model file themselves (--jobs); `say` receives the time
+    estimate (default: stderr, on a terminal only, like the progress bar).
+    """
+    ensure_steps(config)
+    enabled = sys.stderr.isatty() if progress is None else progress
+    say = say or (lambda line: print(line, file=sys.stderr, flush=True) if enabled else None)
+    writer: Optional[RecordWriter] = None
+    records: list[dict] = []
+
+    def keep(record: dict) -> None:
+        records.append(record)
+        if writer is not None:
+            writer.write(record)
+            writer.flush()
+
+    bar: Optional[Progress] = None
+    try:
+        with preserved_rng(), tempfile.TemporaryDirectory(prefix="lossdiag-sweep-") as scratch:
+            start = initial_state(spec, config)
+            current, suggested = _centre(spec, config, start, enabled)
+            terms = list(current)
+            plan = candidates(terms, suggested, current, config.points)
+            probe = probe_for(spec, config)
+            model = start_training(spec, config, start)[0]
+            names = list(evaluate(spec, model, config.seed)) if spec.validate is not None else None
+            check_metric(spec, config.metric, names)
+            jobs = _jobs(terms, plan)
+            processes = default_jobs(config, model_path, len(jobs))
+            writer = RecordWriter(Path(config.out) / SWEEP_RECORDS) if config.out else None
+            keep({"kind": HEADER, "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
+                  "source": spec.source, "terms": terms, "weights": current, "suggested": suggested,
+                  "suggested_alpha": alpha_of(suggested, terms) if len(terms) == 2 else None,
+                  "plan": [c.to_dict() for c in plan], "config": config.to_dict(), "jobs": processes,
+                  "probe": {"batches": config.probe_batches, "start": probe.evaluate(spec, model)},
+                  "start_metrics": evaluate(spec, model, config.seed, names) if names else None})
+            bench = Bench(spec, config, start, probe, names)
+            for done, record in enumerate(run_all(bench, jobs, processes, model_path, Path(scratch)), start=1):
+                keep(record)
+                if done == 1:
+                    say(estimate_line(record["seconds"], len(jobs) - 1, processes))
+                    bar = Progress(len(jobs) * config.sweep_steps, "sweep", enabled)
+                if bar is not None:
+                    bar.update(config.sweep_steps)
+            keep({"kind": END, "step": len(plan), "runs": len(jobs)})
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+    return records
