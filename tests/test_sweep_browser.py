@@ -2,22 +2,12 @@
 import pytest
 
 import lossdiag
-from browser import chromium_path, render_page
+from browser import render_page
 from lossdiag.record.stream import read_records
 from lossdiag.report.sweep_outputs import write_sweep_outputs
 from lossdiag.sweep.records import SweepData
-from models import deep_supervision_batch, deep_supervision_terms, DeepSupervision
-
-pytestmark = pytest.mark.skipif(chromium_path() is None,
-                                reason="headless Chromium not installed (Debian package 'chromium'; "
-                                       ".ci/install-system.sh installs it)")
-
-HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-def hostile_terms(model, batch):
-    terms = deep_supervision_terms(model, batch)
-    return {HOSTILE: terms["classification"], "regression</title><script>alert(2)</script>": terms["regression"]}
+from models import DeepSupervision, deep_supervision_batch
+from test_report_browser import HOSTILE, hostile_terms, pytestmark  # noqa: F401 - the report's skip and names
 
 
 def hostile_validate(model):
