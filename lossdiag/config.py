@@ -42,6 +42,7 @@ class Config:
     sweep_steps: int = 200
     metric: typing.Optional[str] = None
     jobs: typing.Optional[int] = None
+    sweep_tolerance: float = 0.05
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -52,7 +53,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
-_UNIT_INTERVAL = {"dominance_threshold", "check_min_drop",
+_UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
                   "starved_min_drop", "starved_ratio"}
 _COSINE = {"conflict_cosine"}
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lossdiag
 from lossdiag.record.stream import read_records
-from lossdiag.sweep.choose import by_metric, by_progress, pareto
+from lossdiag.sweep.choose import by_metric, by_progress, distance, pareto
 from lossdiag.sweep.grid import candidates
 from lossdiag.sweep.records import SweepData
 from models import DeepSupervision, deep_supervision_batch, deep_supervision_terms
@@ -61,11 +61,18 @@ def test_the_front_and_both_criteria_on_plain_data():
     progress = [{"a": 0.9, "b": 0.1}, {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.4}, {"a": 0.2, "b": 0.8},
                 {"a": None, "b": 0.9}]
     assert pareto(progress, ["a", "b"]) == [0, 1, 3]
-    choice = by_progress(progress, {"a": 1.0, "b": 0.8}, ["a", "b"], 0.05)
+    weights = [{"a": 10.0 ** k, "b": 1.0} for k in range(5)]
+    centre = {"a": 0.99, "b": 0.0099}
+
+    def choose(alone, tolerance=0.05):
+        return by_progress(progress, alone, ["a", "b"], 0.05, weights, centre, tolerance)
+
+    choice = choose({"a": 1.0, "b": 0.8})
     assert choice.index == 1 and choice.scores[1] == pytest.approx(0.6) and choice.scores[4] is None
-    ignored = by_progress(progress, {"a": 1.0, "b": 0.01}, ["a", "b"], 0.05)
+    assert choose({"a": 1.0, "b": 0.8}, tolerance=0.15).index == 2
+    ignored = choose({"a": 1.0, "b": 0.01})
     assert ignored.index == 0 and "left out: b" in ignored.criterion
-    killed = by_progress(progress, {"a": None, "b": None}, ["a", "b"], 0.05)
+    killed = choose({"a": None, "b": None})
     assert killed.scores[1] == pytest.approx(min(0.6 / 0.9, 0.5 / 0.9))
     metrics = [{"err": 3.0, "acc_max": 0.2}, {"err": 1.0, "acc_max": 0.9}, {"err": math.nan, "acc_max": 0.95}]
     assert by_metric(metrics, "err").index == 1 and by_metric(metrics, "acc_max").index == 2
@@ -128,8 +135,11 @@ def test_three_terms_scale_each_term_and_the_best_point_helps_the_worst_term(fix
     result = lossdiag.sweep(fixtures / "sweep_three.py", out=str(tmp_path), **{**QUICK, "points": 7})
     terms = result.summary["terms"]
     assert {p["scaled"] for p in result.points} == {None, *terms}
-    scores = [p["score"] for p in result.points]
-    assert result.recommended["score"] == max(s for s in scores if s is not None)
+    best = max(p["score"] for p in result.points if p["score"] is not None)
+    tied = [p for p in result.points if p["score"] is not None and p["score"] >= best - 0.05]
+    centre = result.summary["suggested_weights"]
+    assert result.recommended in tied
+    assert distance(result.recommended["weights"], centre) == min(distance(p["weights"], centre) for p in tied)
     current = next(p for p in result.points if p["current"])
     worst = min(terms, key=lambda t: current["progress"][t] / result.summary["alone"][t])
     assert result.recommended["progress"][worst] > current["progress"][worst]

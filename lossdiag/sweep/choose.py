@@ -65,20 +65,38 @@ def reference_progress(alone: Mapping[str, Optional[float]], progress: Sequence[
     return found, left_out
 
 
+def distance(weights: Mapping[str, float], centre: Mapping[str, float]) -> float:
+    """How far weights are from the centre, in decades of their ratios: for two terms |log10 odds - log10 odds'|.
+
+    The spread (largest minus smallest) of log10(weight / centre weight) over the terms, blind to a common scale.
+    """
+    logs = [math.log10(weights[t] / centre[t]) if weights[t] > 0 and centre[t] > 0 else math.inf for t in centre]
+    return max(logs) - min(logs) if all(math.isfinite(v) for v in logs) else math.inf
+
+
 def by_progress(progress: Sequence[Mapping[str, Optional[float]]], alone: Mapping[str, Optional[float]],
-                terms: Sequence[str], min_alone: float) -> Choice:
-    """The point whose worst term, as a fraction of that term's progress alone, is best (no term left behind)."""
+                terms: Sequence[str], min_alone: float, weights: Sequence[Mapping[str, float]],
+                centre: Mapping[str, float], tolerance: float) -> Choice:
+    """The point whose worst term, as a fraction of that term's progress alone, is best (no term left behind).
+
+    Scores within `tolerance` of the best are a tie (the score is flat where every term is near its alone
+    progress), settled by the point nearest the centre (the suggestion): the smallest change that serves.
+    """
     reference, left_out = reference_progress(alone, progress, terms, min_alone)
     scores: list[Optional[float]] = []
     for point in progress:
         ratios = [point.get(t) / reference[t] if _finite(point.get(t)) else None for t in reference]
         scores.append(min(ratios) if ratios and None not in ratios else None)
     rule = ("the smallest progress of any term relative to its progress trained alone for as many steps "
-            "(no term left behind)")
+            f"(no term left behind); of the points within {tolerance:g} of the best, the nearest the suggestion")
     if left_out:
         rule += (f"; left out: {', '.join(left_out)} (progress alone below {min_alone:g}, "
                  f"so no weight can make it move)")
-    return Choice(_best(scores, higher=True), scores, rule)
+    best = _best(scores, higher=True)
+    if best is None:
+        return Choice(None, scores, rule)
+    tied = [k for k, s in enumerate(scores) if s is not None and s >= scores[best] - tolerance]
+    return Choice(min(tied, key=lambda k: (distance(weights[k], centre), -scores[k])), scores, rule)
 
 
 def by_metric(metrics: Sequence[Mapping[str, Optional[float]]], metric: str) -> Choice:

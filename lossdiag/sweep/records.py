@@ -57,7 +57,8 @@ class SweepData:
         if config.get("metric"):
             choice = by_metric([p["metrics"] for p in points], config["metric"])
         else:
-            choice = by_progress(progress, alone, terms, config["check_min_drop"])
+            choice = by_progress(progress, alone, terms, config["check_min_drop"], [p["weights"] for p in points],
+                                 meta["suggested"], config["sweep_tolerance"])
         ended = any(r.get("kind") == END for r in records)
         return cls(meta, points, alone, pareto(progress, terms), choice, ended, torn)
 
