@@ -178,6 +178,11 @@ def test_a_broken_validate_or_metric_is_a_usage_error_naming_it(validate, option
     assert "\n" not in str(raised.value)
 
 
+def test_validate_objects_go_with_objects(examples):
+    with pytest.raises(lossdiag.SpecError, match="validate= goes with objects"):
+        lossdiag.sweep(examples / "two_outputs.py", validate=lambda model: {"a": 1.0})
+
+
 def test_validate_sees_the_model_in_eval_mode_without_gradients_and_tensors_are_numbers():
     seen = []
 

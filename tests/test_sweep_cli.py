@@ -41,7 +41,7 @@ def test_a_validate_that_raises_is_one_line_exit_2_and_no_outputs(fixtures, tmp_
                         "--out", tmp_path / "out")
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0 and "Traceback" not in completed.stderr
-    assert "validate(model) raised ZeroDivisionError" in completed.stderr
+    assert "validate(model), asked for --metric 'held_out_error', raised ZeroDivisionError" in completed.stderr
     assert not (tmp_path / "out").exists()
 
 

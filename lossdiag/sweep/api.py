@@ -67,8 +67,9 @@ class SweepResult:
 def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any,
           validate: Any) -> tuple[ModelSpec, Optional[str]]:
     if isinstance(model, (str, Path)):
-        spec = load_model_file(model)
-        return (dataclasses.replace(spec, validate=validate) if validate is not None else spec), str(model)
+        if validate is not None:
+            raise SpecError(f"{model}: validate= goes with objects; a model file defines validate(model) itself")
+        return load_model_file(model), str(model)
     if batches is None or losses is None:
         raise SpecError("sweep(model, batches, losses): pass a model file's path, or all three objects")
     if validate is not None and not callable(validate):

@@ -54,7 +54,7 @@ def run_job(bench: Bench, job: Job) -> dict:
     trained = train_under(bench.spec, bench.config, bench.start, job.weights, bench.probe, bench.config.sweep_steps)
     metrics = None
     if job.kind == "point" and bench.spec.validate is not None:
-        metrics = evaluate(bench.spec, trained.model, bench.config.seed, bench.metric_names)
+        metrics = evaluate(bench.spec, trained.model, bench.config.seed, bench.metric_names, bench.config.metric)
     return {"kind": job.kind, "step": job.index, **job.describe, "weights": job.weights,
             "progress": trained.progress, "final": trained.after, "metrics": metrics,
             "noise": trained.noise, "skipped_updates": trained.skipped_updates, "seconds": time.perf_counter() - started}

@@ -26,19 +26,20 @@ def _number(spec: ModelSpec, name: str, value: Any) -> float:
     return float(value)
 
 
-def evaluate(spec: ModelSpec, model: torch.nn.Module, seed: int,
-             expected: Optional[Sequence[str]] = None) -> dict[str, float]:
+def evaluate(spec: ModelSpec, model: torch.nn.Module, seed: int, expected: Optional[Sequence[str]] = None,
+             metric: Optional[str] = None) -> dict[str, float]:
     """Call validate(model) in eval mode without gradients and return its metrics as floats.
 
-    A validate that raises, returns no mapping, a non-number, or other metric names than `expected` (the names
-    of its first call) is a usage error that names the metric.
+    A validate that raises (named with --metric when one was asked for), returns no mapping, a non-number, or
+    other metric names than `expected` (the names of its first call) is a usage error that names the metric.
     """
     training = model.training
     model.eval()
+    what = CALL if metric is None else f"{CALL}, asked for --metric '{metric}',"
     try:
         with torch.no_grad(), preserved_rng():
             seed_everything(seed)
-            answer = call_user(spec, CALL, spec.validate, model)
+            answer = call_user(spec, what, spec.validate, model)
     finally:
         model.train(training)
     if not isinstance(answer, Mapping) or not answer:

@@ -91,7 +91,7 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
             plan = candidates(terms, suggested, current, config.points)
             probe = probe_for(spec, config)
             model = start_training(spec, config, start)[0]
-            names = list(evaluate(spec, model, config.seed)) if spec.validate is not None else None
+            names = list(evaluate(spec, model, config.seed, None, config.metric)) if spec.validate else None
             check_metric(spec, config.metric, names)
             jobs = _jobs(terms, plan)
             processes = default_jobs(config, model_path, len(jobs))
@@ -101,7 +101,7 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
                   "suggested_alpha": alpha_of(suggested, terms) if len(terms) == 2 else None,
                   "plan": [c.to_dict() for c in plan], "config": config.to_dict(), "jobs": processes,
                   "probe": {"batches": config.probe_batches, "start": probe.evaluate(spec, model)},
-                  "start_metrics": evaluate(spec, model, config.seed, names) if names else None})
+                  "start_metrics": evaluate(spec, model, config.seed, names, config.metric) if names else None})
             bench = Bench(spec, config, start, probe, names)
             for done, record in enumerate(run_all(bench, jobs, processes, model_path, Path(scratch)), start=1):
                 keep(record)
