@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -19,16 +20,23 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "notebooks_examples" / "two_outp
 BUDGETS = {"profile": 30.0, "check": 15.0, "sweep": 60.0}
 
 
-def wall_time(command: str, model: Path, out: Path) -> tuple[float, int]:
-    """Seconds one `python -m lossdiag COMMAND MODEL --out OUT` takes, start-up included, and its exit code."""
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wall_time(command: str, model: Path, out: Path) -> tuple[float, float, int]:
+    """Wall seconds one `python -m lossdiag COMMAND MODEL --out OUT` takes (start-up included), the CPU seconds
+    it and its worker processes used (what a shared machine's load does not inflate), and its exit code."""
     env = dict(os.environ)
+    cpu = _cpu_of_children()
     started = time.perf_counter()
     completed = subprocess.run([sys.executable, "-m", "lossdiag", command, str(model), "--out", str(out)],
                                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if completed.returncode not in (0, 1):
         sys.exit(f"{command} failed with exit code {completed.returncode}:\n{completed.stderr}")
-    return elapsed, completed.returncode
+    return elapsed, _cpu_of_children() - cpu, completed.returncode
 
 
 def main() -> None:
@@ -43,9 +51,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for run in range(args.repeat):
             for command in args.commands:
-                elapsed, code = wall_time(command, args.model, Path(folder) / f"{command}-{run}")
+                elapsed, cpu, code = wall_time(command, args.model, Path(folder) / f"{command}-{run}")
                 times[command].append(elapsed)
-                print(f"  lossdiag {command:7} run {run + 1}: {elapsed:6.2f} s (exit {code})")
+                print(f"  lossdiag {command:7} run {run + 1}: {elapsed:6.2f} s, {cpu:6.2f} s of CPU (exit {code}; "
+                      f"load average {os.getloadavg()[0]:.1f})")
     for command in args.commands:
         budget = BUDGETS[command]
         median, worst = statistics.median(times[command]), max(times[command])
