@@ -18,6 +18,7 @@ from lossdiag.record.scopes import ALL, Measurement, make_scope
 from lossdiag.record.shared import discover
 from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
+from lossdiag.scalars import LogFn, step_scalars
 from lossdiag.spec import check_scalar_terms
 from lossdiag.summary import build_summary
 
@@ -104,13 +105,19 @@ class Monitor:
     Under torchrun (CONTRACT section 8) the model may be wrapped in DistributedDataParallel before or after; on a
     recorded step the terms' gradients and the loss values since the previous one are averaged over the ranks,
     rank 0 writes, and close() is a collective: every rank calls it.
+
+    `log(scalars, step)`, when given, receives each recorded step's logger scalars (lossdiag.scalars) with that
+    step's number, once its numbers are on the host: when the monitor writes the step's record (at the batched
+    transfer every ~2 s, on summary() and on close()), so logging adds no transfer and no wait on the device.
     """
 
     def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,
                  scope: str = ALL, at: torch.nn.Module | str | None = None, early: bool = True,
-                 config: Config | Mapping[str, Any] | str | Path | None = None) -> None:
+                 config: Config | Mapping[str, Any] | str | Path | None = None, log: Optional[LogFn] = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
+        if log is not None and not callable(log):
+            raise SpecError(f"Monitor: log must be a function log(scalars, step), got {type(log).__name__}")
         from lossdiag.record import distributed
 
         self.model = distributed.unwrap(model)
@@ -130,6 +137,8 @@ class Monitor:
         self._last_flush = time.monotonic()
         self._closed = False
         self._summary: Optional[dict] = None
+        self._log = log
+        self._shared_terms: list[str] = []
 
     @property
     def steps(self) -> int:
@@ -251,6 +260,7 @@ class Monitor:
                   "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
                   "config": {key: value for key, value in self.config.to_dict().items() if key in MONITOR_OPTIONS},
                   **self._scope.describe()}
+        self._shared_terms = [t for t, n in header["term_shared_parameters"].items() if n > 0]
         self._writer = RecordWriter(self.out / RECORDS)
         self._writer.write(header)
         self._writer.flush()
@@ -273,18 +283,28 @@ class Monitor:
 
     def _drain(self, wait: bool) -> None:
         """Write the batches whose numbers have reached the host, in step order."""
-        written = False
+        written: list[dict] = []
         while self._batches:
             batch = self._batches[0]
             if batch.event is not None and not wait and not batch.event.query():
                 break
             if batch.event is not None:
                 batch.event.synchronize()
-            self._writer.write_many(step_records(self._names, batch.rows, batch.sizes, batch.host.tolist()))
+            records = step_records(self._names, batch.rows, batch.sizes, batch.host.tolist())
+            self._writer.write_many(records)
             self._batches.pop(0)
-            written = True
+            written.extend(records)
         if written:
             self._writer.flush()
+            self._publish(written)
+
+    def _publish(self, records: list[dict]) -> None:
+        """Hand the recorded steps' scalars to the user's log function, in step order."""
+        if self._log is None:
+            return
+        for record in records:
+            if "grad" in record:
+                self._log(step_scalars(record, self._shared_terms), record["step"])
 
     def _close(self, finished: bool) -> Optional[dict]:
         if self._closed:
