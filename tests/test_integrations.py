@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -168,3 +170,12 @@ def test_wandb_without_a_run_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(wandb, "run", None)
     with pytest.raises(SpecError, match="no active W&B run"):
         to_wandb()
+
+
+def test_the_core_imports_no_framework():
+    code = ("import sys, lossdiag, lossdiag.integrations, lossdiag.integrations.tensorboard\n"
+            "heavy = [m for m in ('lightning', 'transformers', 'tensorboard', 'wandb', 'torch.utils.tensorboard') "
+            "if m in sys.modules]\n"
+            "assert not heavy, heavy\n")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr

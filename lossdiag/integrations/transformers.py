@@ -1,0 +1,75 @@
+"""Hugging Face Trainer: subclass `LossDiagTrainer` instead of `Trainer`, and let `compute_loss` return
+`self.lossdiag.combine(terms, weights)`; the scalars land in the Trainer's own logs."""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from transformers import Trainer, TrainerCallback
+
+from lossdiag.integrations._steps import StepMap
+from lossdiag.monitor import Monitor
+
+
+class LossDiagMixin:
+    """Gives a Trainer (or a subclass such as Seq2SeqTrainer) a lossdiag.Monitor, as `self.lossdiag`, while it trains.
+
+    `lossdiag=` holds the Monitor's options (out, every, scope, at, early, config). Each recorded step's scalars
+    (lossdiag/<term>/share, ...) go through `Trainer.log`, so they are in `state.log_history` and in every
+    report_to integration (TensorBoard, W&B), at the global step of the update that step's batch belongs to,
+    once the monitor brings them to the host (a few steps later, see Monitor). The end of training, or an
+    exception, closes the monitor: summary.json, report.html and the PNGs in `out`; `lossdiag_summary` holds it.
+    """
+
+    def __init__(self, *args: Any, lossdiag: Optional[Mapping[str, Any]] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lossdiag_options = dict(lossdiag or {})
+        self.lossdiag: Optional[Monitor] = None
+        self.lossdiag_summary: Optional[dict] = None
+        # First in line, so the monitor closes (and logs its last steps) before report_to writers close.
+        self.callback_handler.callbacks.insert(0, _MonitorHooks(self))
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        """Trainer.train(); an exception closes the monitor first, so its records and report stay."""
+        try:
+            return super().train(*args, **kwargs)
+        except BaseException as exc:
+            if self.lossdiag is not None:
+                self.lossdiag.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+
+class LossDiagTrainer(LossDiagMixin, Trainer):
+    """`transformers.Trainer` with a lossdiag.Monitor as `self.lossdiag` during training (see LossDiagMixin)."""
+
+
+class _MonitorHooks(TrainerCallback):
+    """Opens the monitor when training begins, maps its recorded steps to global steps, closes it at the end."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.global_steps = StepMap()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trainer = self.trainer
+        self.global_steps = StepMap()
+        trainer.lossdiag = Monitor(trainer.model, log=self.log, **trainer.lossdiag_options)
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.global_steps.mark(self.trainer.lossdiag, state.global_step + 1)
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.global_steps.mark(self.trainer.lossdiag, state.global_step + 1)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.trainer.lossdiag is not None:
+            self.trainer.lossdiag_summary = self.trainer.lossdiag.close()
+
+    def log(self, scalars: dict[str, float], step: int) -> None:
+        """Trainer.log with the Trainer's step set, for this one call, to the recorded step's update."""
+        state = self.trainer.state
+        now = state.global_step
+        state.global_step = self.global_steps.take(step, now)
+        try:
+            self.trainer.log(dict(scalars))
+        finally:
+            state.global_step = now
