@@ -109,6 +109,7 @@ class Monitor:
     `log(scalars, step)`, when given, receives each recorded step's logger scalars (lossdiag.scalars) with that
     step's number, once its numbers are on the host: when the monitor writes the step's record (at the batched
     transfer every ~2 s, on summary() and on close()), so logging adds no transfer and no wait on the device.
+    Under torchrun only rank 0 calls it.
     """
 
     def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -56,10 +60,9 @@ def fit(tmp_path, plain: bool = False, fail_at: int = -1, callbacks=(), **traine
     """One fit from seed 0 with a TensorBoard logger; returns the module."""
     pl.seed_everything(0, verbose=False)
     module = TwoHeads(plain, fail_at)
-    options = {"max_steps": 10, **trainer_options}
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=TensorBoardLogger(str(tmp_path), name="tb"),
-                         callbacks=list(callbacks), enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, **options)
+    options = {"accelerator": "cpu", "devices": 1, "max_steps": 10, "enable_checkpointing": False,
+               "enable_progress_bar": False, "enable_model_summary": False, **trainer_options}
+    trainer = pl.Trainer(logger=TensorBoardLogger(str(tmp_path), name="tb"), callbacks=list(callbacks), **options)
     trainer.fit(module, loader())
     return module
 
@@ -99,3 +102,38 @@ def test_an_exception_in_training_step_closes_the_monitor_and_keeps_the_records(
     assert summary["steps"] == 5 and summary["ended_early"]
     assert callback.monitor is None
     assert shares_in_events(tmp_path / "lossdiag")["lossdiag/regression/share"] == [0, 1, 2, 3, 4]
+
+
+def test_ddp_on_two_processes_writes_once_from_rank_0_and_stays_bitwise_the_same(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for mode in ("plain", "lossdiag"):
+        completed = subprocess.run([sys.executable, __file__, str(tmp_path), mode], env=env, capture_output=True,
+                                   text=True, timeout=300)
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    for rank in (0, 1):
+        plain = torch.load(tmp_path / "plain" / f"rank{rank}.pt")
+        diagnosed = torch.load(tmp_path / "lossdiag" / f"rank{rank}.pt")
+        assert plain.keys() == diagnosed.keys()
+        assert all(torch.equal(plain[k], diagnosed[k]) for k in plain)
+    assert (tmp_path / "lossdiag" / "rank1.summary").read_text() == "null"
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary == json.loads((tmp_path / "lossdiag" / "rank0.summary").read_text())
+    assert summary["steps"] == 10 and not summary["ended_early"]
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in lines if '"kind":"step"' in line]
+    assert steps == list(range(10)) and sum('"kind":"meta"' in line for line in lines) == 1
+    assert set(shares_in_events(tmp_path / "lossdiag")) == {f"lossdiag/{t}/share" for t in WEIGHTS}
+
+
+def _ddp_fit(folder: Path, mode: str) -> None:
+    """One fit with strategy="ddp" on two CPU processes (Lightning starts the second by running this file again)."""
+    callback = LossDiagCallback(out=folder / "run", every=3)
+    module = fit(folder / mode, plain=mode == "plain", callbacks=[] if mode == "plain" else [callback],
+                 strategy="ddp", devices=2)
+    rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.save(module.state_dict(), folder / mode / f"rank{rank}.pt")
+    (folder / mode / f"rank{rank}.summary").write_text(json.dumps(callback.summary))
+
+
+if __name__ == "__main__":
+    _ddp_fit(Path(sys.argv[1]), sys.argv[2])

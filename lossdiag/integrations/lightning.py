@@ -20,6 +20,8 @@ class LossDiagCallback(pl.Callback):
     that batch was trained in, once the monitor brings them to the host (a few steps later, see Monitor).
     The end of fitting, or an exception, closes the monitor: summary.json, report.html and the PNGs in `out`,
     and `summary` holds the summary. `options` are the Monitor's (scope, at, early, config).
+    With strategy="ddp" every rank measures the global batch (CONTRACT section 8), and only global rank 0
+    writes `out` and logs; `summary` is None on the other ranks.
     """
 
     def __init__(self, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, **options: Any) -> None:
