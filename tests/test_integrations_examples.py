@@ -1,8 +1,9 @@
-"""Every example in notebooks_examples/ runs as shipped: each notebook executed by a real kernel, each script run,
-each model file profiled by the CLI."""
+"""Every example in notebooks_examples/ runs as shipped: each notebook executed by a real kernel, each script run
+(under torchrun on two processes when it starts a process group), each model file profiled by the CLI."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -53,8 +54,12 @@ def _is_model_file(path: Path) -> bool:
 @pytest.mark.parametrize("script", sorted(p.name for p in EXAMPLES.glob("*.py") if not _is_model_file(p)))
 def test_script_runs(tmp_path, script):
     folder = _copy_of_examples(tmp_path)
-    _skip_without_what_it_imports((folder / script).read_text())
-    completed = subprocess.run([sys.executable, script], cwd=folder, capture_output=True, text=True, timeout=300)
+    code = (folder / script).read_text()
+    _skip_without_what_it_imports(code)
+    launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    command = [sys.executable, *(launcher if "init_process_group(" in code else []), script]
+    completed = subprocess.run(command, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                               capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr
     assert list(folder.glob("*/report.html")), "the script wrote no report"
 

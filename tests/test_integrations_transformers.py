@@ -80,6 +80,7 @@ def test_training_writes_the_report_logs_the_shares_and_stays_bitwise_the_same(t
     recorded = [s for s in range(8 * accumulate) if trainer.lossdiag.schedule(s)]
     logged = [entry for entry in trainer.state.log_history if "lossdiag/mlm/share" in entry]
     assert [entry["step"] for entry in logged] == [s // accumulate + 1 for s in recorded]
+    assert logged[0]["epoch"] == 0 < logged[-1]["epoch"] < trainer.state.epoch
     for entry in logged:
         assert entry["lossdiag/mlm/share"] + entry["lossdiag/nsp/share"] == pytest.approx(1.0)
         assert "lossdiag/cosine/mlm~nsp" in entry and "lossdiag/nsp/grad_norm" in entry

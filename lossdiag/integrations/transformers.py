@@ -15,8 +15,8 @@ class LossDiagMixin:
 
     `lossdiag=` holds the Monitor's options (out, every, scope, at, early, config). Each recorded step's scalars
     (lossdiag/<term>/share, ...) go through `Trainer.log`, so they are in `state.log_history` and in every
-    report_to integration (TensorBoard, W&B), at the global step of the update that step's batch belongs to,
-    once the monitor brings them to the host (a few steps later, see Monitor). The end of training, or an
+    report_to integration (TensorBoard, W&B), at the global step (and epoch) of the update that step's batch
+    belongs to, once the monitor brings them to the host (a few steps later, see Monitor). The end of training, or an
     exception, closes the monitor: summary.json, report.html and the PNGs in `out`; `lossdiag_summary` holds it.
     """
 
@@ -55,21 +55,25 @@ class _MonitorHooks(TrainerCallback):
         trainer.lossdiag = Monitor(trainer.model, log=self.log, **trainer.lossdiag_options)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.global_steps.mark(self.trainer.lossdiag, state.global_step + 1)
+        self._mark(state)
 
     def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.global_steps.mark(self.trainer.lossdiag, state.global_step + 1)
+        self._mark(state)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.trainer.lossdiag is not None:
             self.trainer.lossdiag_summary = self.trainer.lossdiag.close()
 
+    def _mark(self, state: Any) -> None:
+        """The next micro-batch belongs to update global_step + 1 (the step the Trainer logs it at), from this epoch."""
+        self.global_steps.mark(self.trainer.lossdiag, (state.global_step + 1, state.epoch))
+
     def log(self, scalars: dict[str, float], step: int) -> None:
-        """Trainer.log with the Trainer's step set, for this one call, to the recorded step's update."""
+        """Trainer.log with the Trainer's step and epoch set, for this one call, to the recorded step's update."""
         state = self.trainer.state
-        now = state.global_step
-        state.global_step = self.global_steps.take(step, now)
+        now = (state.global_step, state.epoch)
+        state.global_step, state.epoch = self.global_steps.take(step, now)
         try:
             self.trainer.log(dict(scalars))
         finally:
-            state.global_step = now
+            state.global_step, state.epoch = now
