@@ -14,6 +14,7 @@ from lossdiag.record.stream import read_records
 from lossdiag.sweep.choose import by_metric, by_progress, distance, pareto
 from lossdiag.sweep.grid import candidates
 from lossdiag.sweep.records import SweepData
+from lossdiag.sweep.run import estimate_line
 from models import DeepSupervision, deep_supervision_batch, deep_supervision_terms
 
 QUICK = {"steps": 30, "sweep_steps": 60, "points": 5, "jobs": 1}
@@ -205,6 +206,11 @@ def test_objects_are_swept_on_copies_and_rng_states_are_restored():
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert torch.equal(torch.get_rng_state(), states[0]) and random.getstate() == states[1]
     assert np.array_equal(np.random.get_state()[1], states[2])
+
+
+def test_the_estimate_counts_what_is_left_per_process():
+    assert estimate_line(2.0, 11, 2) == "sweep: the first run took 2.0 s; 11 more, 2 at a time: about 12 s left"
+    assert estimate_line(0.1, 3, 1).endswith("under a second left")
 
 
 def test_a_time_estimate_comes_before_the_long_part(capsys):

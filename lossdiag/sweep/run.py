@@ -41,8 +41,8 @@ def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
 def estimate_line(first_seconds: float, remaining: int, processes: int) -> str:
     """What is left and about how long it takes, from the first finished run."""
     left = math.ceil(remaining / processes) * first_seconds
-    return (f"sweep: the first run took {first_seconds:.1f} s; {remaining} more, {processes} at a time: "
-            f"about {left:.0f} s left")
+    when = f"about {left:.0f} s left" if left >= 1 else "under a second left"
+    return f"sweep: the first run took {first_seconds:.1f} s; {remaining} more, {processes} at a time: {when}"
 
 
 def _jobs(terms: list[str], plan: list[Candidate]) -> list[Job]:
