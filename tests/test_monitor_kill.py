@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
-import pytest
-
+from cli_helpers import kill_when
 from lossdiag.record.stream import read_records
 
 TRAIN = textwrap.dedent("""
@@ -55,21 +52,8 @@ def test_a_killed_run_keeps_its_flushed_steps_and_reports(tmp_path):
     script.write_text(TRAIN)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, str(script), str(run)], env=env, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 120
-        while _flushed_steps(run / "records.jsonl") < MIN_STEPS:
-            if child.poll() is not None:
-                pytest.fail(f"the training script stopped: {child.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the monitored run did not flush a few hundred steps within 120 s")
-            time.sleep(0.2)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+    kill_when(child, lambda: _flushed_steps(run / "records.jsonl") >= MIN_STEPS, 120,
+              "a few hundred flushed steps of the monitored run")
     records, _ = read_records(run / "records.jsonl")
     steps = [r["step"] for r in records if r["kind"] == "step"]
     assert steps == list(range(len(steps))) and len(steps) >= MIN_STEPS

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import lossdiag
-from cli_helpers import ENV, run_cli
+from cli_helpers import ENV, kill_when, run_cli
 
 QUICK = ["--steps", "30", "--sweep-steps", "60", "--points", "5"]
 
@@ -85,22 +84,13 @@ def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, 
     child = subprocess.Popen([sys.executable, "-m", "lossdiag", "sweep", str(fixtures / "sweep_slow.py"), "--steps",
                               "10", "--sweep-steps", "40", "--points", "9", "--jobs", "2", "--out", str(out)],
                              env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 180
-        while _points_done(records) < 2:
-            if child.poll() is not None:
-                pytest.fail(f"the sweep stopped: {child.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the sweep did not finish two points within 180 s")
-            time.sleep(0.1)
-        workers = _children(child.pid)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+    workers: list[int] = []
+
+    def two_points_done() -> bool:
+        workers[:] = _children(child.pid)
+        return _points_done(records) >= 2
+
+    kill_when(child, two_points_done, 180, "two finished points")
     assert len(workers) >= 2
     deadline = time.monotonic() + 30
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
