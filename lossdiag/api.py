@@ -12,13 +12,13 @@ from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
 from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
-from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state
+from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state, start_training
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.files import write_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
+from lossdiag.spec import ModelSpec, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.summary import build_summary
 
 
@@ -72,11 +72,12 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
     Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...).
     A module passed in is trained on a copy; the caller's model and every RNG state are left as they were.
     """
-    spec, model_path = _spec(model, batches, losses, weights, make_optimizer)
-    if weights is not None and model_path is not None:
-        options["weights"] = weights
-    resolved = load(Path(config) if config else None, model_path, options)
-    return run_profile(spec, resolved, progress)
+    with preserved_rng():
+        spec, model_path = _spec(model, batches, losses, weights, make_optimizer)
+        if weights is not None and model_path is not None:
+            options["weights"] = weights
+        resolved = load(Path(config) if config else None, model_path, options)
+        return run_profile(spec, resolved, progress)
 
 
 def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
@@ -88,6 +89,7 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     try:
         with preserved_rng():
             start = initial_state(spec, config)
+            refuse_one_term(spec, config, start)
             writer = RecordWriter(streamed_to) if streamed_to else None
             records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
             diagnosis = diagnose(records)
@@ -116,6 +118,15 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     if config.out:
         result.save(config.out)
     return result
+
+
+def refuse_one_term(spec: ModelSpec, config: Config, start: dict) -> None:
+    """A profile measures the balance between terms: with one term there is none, so say so before training."""
+    model, _, stream, device = start_training(spec, config, start)
+    terms = compute_terms(spec, model, to_device(next(stream), device), None, " at step 0")
+    if len(terms) < 2:
+        raise spec.user_error(f"losses(model, batch) returns one term, '{next(iter(terms))}': there is nothing to "
+                              f"balance; `lossdiag check` still tests that it trains")
 
 
 def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict],

@@ -5,6 +5,7 @@ import functools
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,6 +17,7 @@ from lossdiag.errors import SpecError
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_OUT = "lossdiag-report"
 DEFAULT_SWEEP_OUT = "lossdiag-sweep"
+CHECK_IGNORES = ("steps", "every", "refine", "no_checks")
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
@@ -27,12 +29,26 @@ def exit_code(summary: dict, strict: bool) -> int:
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"lossdiag: error: {message}", err=True)
+    from lossdiag.report.terminal import safe
+
+    click.echo(f"lossdiag: error: {safe(message)}", err=True)
     sys.exit(code)
 
 
+def _noted(exc: BaseException, message: str) -> str:
+    """The message with the notes a run added on its way out (where its records were kept)."""
+    return "; ".join([message, *getattr(exc, "__notes__", ())])
+
+
+def _exit(exc: BaseException, message: str, code: int, debug: bool) -> None:
+    """One line and `code`; with --debug the traceback first, and still `code`."""
+    if debug:
+        traceback.print_exception(exc)
+    _fail(_noted(exc, message), code)
+
+
 def guarded(command: Callable) -> Callable:
-    """Turn bad input into one line and exit 2, and a crash into one line and exit 3, unless --debug."""
+    """Turn bad input into one line and exit 2, and a crash into one line and exit 3 (--debug adds the traceback)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -40,25 +56,18 @@ def guarded(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except SpecError as exc:
-            if debug:
-                raise
-            _fail(str(exc), EXIT_USAGE)
+            _exit(exc, str(exc), EXIT_USAGE, debug)
         except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             sys.exit(EXIT_OK)
         except OSError as exc:
-            if debug:
-                raise
             where = f"{exc.filename}: " if exc.filename else ""
-            _fail(f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE)
-        except KeyboardInterrupt:
-            _fail("interrupted; what was recorded so far is in the output folder's records.jsonl "
-                  "(lossdiag report DIR builds its page)", 130)
+            _exit(exc, f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE, debug)
+        except KeyboardInterrupt as exc:
+            _exit(exc, "interrupted", 130, False)
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
-            if debug:
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
-                  EXIT_INTERNAL)
+            _exit(exc, f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
+                  EXIT_INTERNAL, debug)
 
     return wrapper
 
@@ -155,10 +164,16 @@ def check(model_py: str, config_file: str | None, as_json: bool | None, debug: b
     """Only the gradient sanity and single-term checks on MODEL_PY: a fast gate for CI.
 
     A short recorded run (sanity_steps, YAML) finds non-finite, detached and zero gradients; then each term is
-    trained alone for --check-steps. --steps and --no-checks do not apply here.
+    trained alone for --check-steps. --steps, --every, --refine and --no-checks do not apply here: given on the
+    command line they are a usage error (in a YAML file shared with `profile` they are left to `profile`).
     """
     from lossdiag.api import run_check
 
+    given_here = [name for name in CHECK_IGNORES if given.get(name) is not None]
+    if given_here:
+        option = "--" + given_here[0].replace("_", "-")
+        raise SpecError(f"{option} does not apply to `lossdiag check`, which records sanity_steps (YAML) steps and "
+                        f"then trains each term alone for --check-steps; use `lossdiag profile` for {option}")
     _run_and_render(run_check, model_py, config_file, {**given, "json": as_json})
 
 

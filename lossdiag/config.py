@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import math
 import typing
 from pathlib import Path
@@ -56,6 +57,7 @@ _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
 _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
                   "starved_min_drop", "starved_ratio"}
 _COSINE = {"conflict_cosine"}
+SEED_LIMIT = 2 ** 32
 
 
 def _expected_type(name: str) -> Any:
@@ -83,6 +85,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
+        if name == "device":
+            check_device(value, where)
     else:
         value = parse_weights(value, f"{where}'{name}'")
         if name == "target_shares" and not all(share > 0 for share in value.values()):
@@ -93,6 +97,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         raise SpecError(f"{where}'{name}' must be more than 0, got {value!r}")
     if name in _NON_NEGATIVE and value < 0:
         raise SpecError(f"{where}'{name}' must be 0 or more, got {value!r}")
+    if name == "seed" and value >= SEED_LIMIT:
+        raise SpecError(f"{where}'seed' must be below 2**32 (NumPy's limit), got {value!r}")
     if name in _UNIT_INTERVAL and not 0.0 < value < 1.0:
         raise SpecError(f"{where}'{name}' must be between 0 and 1, got {value!r}")
     if name in _COSINE and not -1.0 < value < 0.0:
@@ -100,29 +106,91 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     return value
 
 
-def parse_weights(value: Any, what: str = "weights") -> dict[str, float]:
-    """Read term weights from a mapping or from 'name=value,name=value' text."""
-    if isinstance(value, str):
-        pairs = [p for p in value.split(",") if p.strip()]
-        parsed: dict[str, Any] = {}
-        for pair in pairs:
-            name, sep, number = pair.partition("=")
-            if not sep or not name.strip():
-                raise SpecError(f"{what} must look like 'name=0.5,other=0.5', got {value!r}")
+def check_device(name: str, where: str = "") -> None:
+    """A device torch knows and this machine has (cuda without CUDA, or cuda:99 on one GPU, is a usage error)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise SpecError(f"{where}'device' {name!r} is not a device torch knows (e.g. cpu, cuda, cuda:1, mps)") from None
+    try:
+        torch.empty(1, device=device)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or others for a missing device
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{where}'device' {name!r} is not available on this machine ({reason})") from None
+
+
+MAX_WEIGHT = 1e30
+_SPECIAL = set(',="\\')
+
+
+def quote_name(name: str) -> str:
+    """A term name as 'name=value' text can carry it: in double quotes with JSON escapes when it holds
+    ',', '=', a quote, a backslash, a control character or surrounding spaces; else as it is."""
+    if name and name == name.strip() and name.isprintable() and not _SPECIAL & set(name):
+        return name
+    quoted = json.dumps(name, ensure_ascii=False)
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in quoted)
+
+
+def format_pairs(values: Mapping[str, str]) -> str:
+    """'name=value,...' text that parse_pairs reads back to the same names."""
+    return ",".join(f"{quote_name(name)}={value}" for name, value in values.items())
+
+
+def parse_pairs(text: str, what: str) -> dict[str, str]:
+    """Read 'name=value,name=value' text; a name in double quotes (JSON escapes) may hold ',' and '='."""
+    decoder = json.JSONDecoder()
+    pairs: dict[str, str] = {}
+    shape = f"{what} must look like 'name=0.5,other=0.5' (quote a name holding ',' or '=': '\"a,b\"=0.5'), got {text!r}"
+    position = 0
+    while position < len(text):
+        if text[position] in ", ":
+            position += 1
+            continue
+        if text[position] == '"':
             try:
-                parsed[name.strip()] = float(number)
+                name, position = decoder.raw_decode(text, position)
             except ValueError:
-                raise SpecError(f"{what}: weight of '{name.strip()}' must be a number, got {number!r}") from None
+                raise SpecError(shape) from None
+        else:
+            end = text.find("=", position)
+            name = text[position:end if end >= 0 else len(text)].strip()
+            if end < 0 or "," in name or not name:
+                raise SpecError(shape)
+            position = end
+        if not text.startswith("=", position):
+            raise SpecError(shape)
+        end = text.find(",", position)
+        end = len(text) if end < 0 else end
+        pairs[name] = text[position + 1:end].strip()
+        position = end + 1
+    return pairs
+
+
+def parse_weights(value: Any, what: str = "weights") -> dict[str, float]:
+    """Read term weights from a mapping or from 'name=value,name=value' text (names quoted as quote_name does)."""
+    if isinstance(value, str):
+        parsed: dict[str, Any] = {}
+        for name, number in parse_pairs(value, what).items():
+            try:
+                parsed[name] = float(number)
+            except ValueError:
+                raise SpecError(f"{what}: weight of '{name}' must be a number, got {number!r}") from None
         value = parsed
     if not isinstance(value, Mapping) or not value:
-        raise SpecError(f"{what} must be a mapping of term name to number, got {value!r}")
+        raise SpecError(f"{what} must be a mapping of term name to number, got {value!r:.80}")
     weights = {}
     for name, weight in value.items():
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight):
-            raise SpecError(f"{what}: weight of '{name}' must be a finite number, got {weight!r}")
+            raise SpecError(f"{what}: weight of '{name}' must be a finite number, got {weight!r:.40}")
         if weight < 0:
             raise SpecError(f"{what}: weight of '{name}' must be 0 or more (a negative weight maximises the term), "
                             f"got {weight!r}")
+        if weight > MAX_WEIGHT:
+            raise SpecError(f"{what}: weight of '{name}' must be at most {MAX_WEIGHT:g} (a weighted gradient must "
+                            f"fit in float32), got {weight!r}")
         weights[str(name)] = float(weight)
     return weights
 
@@ -146,18 +214,56 @@ def resolve(overrides: Mapping[str, Any], base: Config | None = None, source: st
     return dataclasses.replace(base, **checked)
 
 
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_CONFIG_DEPTH = 8
+MAX_CONFIG_NODES = 2000
+
+
+def _bounded_events(text: str, path: Path) -> None:
+    """Refuse what could make safe loading slow or deep: anchors and aliases (an alias bomb expands
+    exponentially), nesting past MAX_CONFIG_DEPTH and more than MAX_CONFIG_NODES values."""
+    import yaml
+
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise SpecError(f"{path}: YAML anchors and aliases ('&', '*') are not accepted in a config")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_CONFIG_DEPTH:
+                raise SpecError(f"{path}: the config nests deeper than {MAX_CONFIG_DEPTH} levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > MAX_CONFIG_NODES:
+                raise SpecError(f"{path}: the config holds more than {MAX_CONFIG_NODES} values")
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML config file (safe loading) into a mapping of options."""
+    """Read a YAML config file (safe loading, UTF-8, bounded in size, depth and values) into a mapping of options."""
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        raw = path.read_bytes()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read config ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise SpecError(f"{path}: a config is at most {MAX_CONFIG_BYTES // 1024} KiB, this one is {len(raw):,} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: a config must be UTF-8 text (byte {exc.start} is not); save it as UTF-8") from None
+    if "\0" in text:
+        raise SpecError(f"{path}: a config must be text, this one holds NUL bytes")
+    try:
+        _bounded_events(text, path)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""
-        raise SpecError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{path}: not valid YAML{line}: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

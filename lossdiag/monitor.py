@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -366,11 +367,20 @@ def check_weights(weights: Any, terms: Mapping[str, torch.Tensor]) -> None:
     unknown = [name for name in weights if name not in terms]
     if unknown:
         raise SpecError(f"Monitor: weights name unknown term '{unknown[0]}'; the terms are {list(terms)}")
+    for name, weight in weights.items():
+        number = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
+        if not (number or isinstance(weight, torch.Tensor) and weight.numel() == 1):
+            raise SpecError(f"Monitor: weight of '{name}' must be a number or a one-element tensor, "
+                            f"got {type(weight).__name__} {weight!r:.40}")
 
 
 def weight_values(weights: Optional[Mapping[str, Any]], names: list[str]) -> dict[str, float]:
-    """Each term's weight as a float, 1.0 where none is given."""
-    return {name: float(weights[name]) if weights is not None and name in weights else 1.0 for name in names}
+    """Each term's weight as a float, 1.0 where none is given; a non-finite weight is a usage error."""
+    values = {name: float(weights[name]) if weights is not None and name in weights else 1.0 for name in names}
+    for name, value in values.items():
+        if not math.isfinite(value):
+            raise SpecError(f"Monitor: weight of '{name}' is {value}; weights must be finite numbers")
+    return values
 
 
 def _send(rows: list[_Row], values: torch.Tensor) -> _Batch:

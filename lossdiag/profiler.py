@@ -84,7 +84,7 @@ class TrainingRun:
         weights: dict[str, float] = {}
         for step in range(self.config.steps):
             batch = to_device(next(stream), device)
-            terms = compute_terms(self.spec, model, batch, names)
+            terms = compute_terms(self.spec, model, batch, names, f" at step {step}")
             if names is None:
                 names = list(terms)
                 weights = resolve_weights(self.spec, names, self.weights_override)

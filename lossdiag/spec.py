@@ -52,6 +52,8 @@ def call_user(spec: ModelSpec, what: str, function: Callable[..., Any], *args: A
         raise
     except Exception as exc:
         raise spec.user_error(f"{what} raised {_describe(exc)}") from exc
+    except SystemExit as exc:
+        raise spec.user_error(f"{what} called sys.exit({exc.code!r}); it must return instead") from exc
 
 
 def load_model_file(path: str | Path) -> ModelSpec:
@@ -120,14 +122,16 @@ def spec_from_objects(model: Any, batches: Any, losses: LossesFn,
 
 
 def _replayable(iterable: Any) -> Callable[[], Iterable[Any]]:
-    """Turn an iterable into batches(); a one-shot iterator is cached so later passes replay it."""
-    try:
-        iterator = iter(iterable)
-    except TypeError:
-        raise SpecError(f"batches must be an iterable or a function returning one, "
-                        f"got {type(iterable).__name__}") from None
-    if iterator is not iterable:
+    """Turn an iterable into batches(); a one-shot iterator is cached so later passes replay it.
+
+    A reusable iterable (a list, a DataLoader) is not iterated here: a shuffling DataLoader draws its seed from
+    torch's generator when iteration starts, and that belongs inside the seeded run.
+    """
+    if not any(hasattr(type(iterable), name) for name in ("__iter__", "__getitem__")):
+        raise SpecError(f"batches must be an iterable or a function returning one, got {type(iterable).__name__}")
+    if not isinstance(iterable, Iterator):
         return lambda: iterable
+    iterator = iterable
     seen: list[Any] = []
 
     def replay() -> Iterable[Any]:
@@ -143,6 +147,9 @@ def build(spec: ModelSpec) -> torch.nn.Module:
     model = call_user(spec, "build_model()", spec.build_model)
     if not isinstance(model, torch.nn.Module):
         raise spec.user_error(f"build_model() must return a torch.nn.Module, got {type(model).__name__}")
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise spec.user_error(f"build_model() returned a {type(model).__name__} with no trainable parameter: "
+                              f"there is nothing for the terms to train")
     return model
 
 
@@ -177,6 +184,8 @@ def _user_iteration(spec: ModelSpec, iterator: Iterator[Any]) -> Iterator[Any]:
             return
         except Exception as exc:
             raise spec.user_error(f"iterating batches() raised {_describe(exc)}") from exc
+        except SystemExit as exc:
+            raise spec.user_error(f"iterating batches() called sys.exit({exc.code!r}); it must return instead") from exc
         yield batch
 
 
@@ -196,9 +205,10 @@ def to_device(batch: Any, device: torch.device | str | None) -> Any:
 
 
 def compute_terms(spec: ModelSpec, model: torch.nn.Module, batch: Any,
-                  expected: list[str] | None) -> dict[str, torch.Tensor]:
-    """Call losses(model, batch) and check it returned the same scalar tensors every time."""
-    terms = call_user(spec, "losses(model, batch)", spec.losses, model, batch)
+                  expected: list[str] | None, when: str = "") -> dict[str, torch.Tensor]:
+    """Call losses(model, batch) and check it returned the same scalar tensors every time; `when` (' at step 30')
+    goes into the message of an exception it raises."""
+    terms = call_user(spec, f"losses(model, batch){when}", spec.losses, model, batch)
     return check_terms(terms, expected, spec.source)
 
 

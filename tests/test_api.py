@@ -63,3 +63,23 @@ def test_save_writes_summary_and_records(tmp_path):
     assert json.loads((tmp_path / "summary.json").read_text())["terms"] == ["classification", "regression"]
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
     assert json.loads(lines[0])["kind"] == "meta" and json.loads(lines[-1])["kind"] == "end"
+
+
+def test_a_shuffling_dataloader_leaves_every_rng_state_as_it_was():
+    data = torch.utils.data.TensorDataset(torch.randn(32, 6), torch.randn(32))
+    loader = torch.utils.data.DataLoader(data, batch_size=8, shuffle=True)
+
+    def terms(model, batch):
+        x, y = batch
+        logits, value = model(x)
+        return {"deep": logits.pow(2).mean(), "out": (value - y).pow(2).mean()}
+
+    model = DeepSupervision()
+    torch.manual_seed(11)
+    random.seed(11)
+    np.random.seed(11)
+    torch_state, python_state, numpy_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    lossdiag.profile(model, loader, terms, steps=5, no_checks=True)
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    assert random.getstate() == python_state
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1])

@@ -70,7 +70,7 @@ def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):
     ("broken_import.py", "raised RuntimeError: dataset folder /data/missing not found while being imported"),
     ("broken_empty_batches.py", "batches() yielded nothing"),
     ("broken_renamed_terms.py", "term names changed between batches"),
-    ("broken_losses_raise.py", "losses(model, batch) raised RuntimeError"),
+    ("broken_losses_raise.py", "losses(model, batch) at step 0 raised RuntimeError"),
     ("does_not_exist.py", "no such model file"),
 ])
 def test_broken_model_files_exit_two_with_one_plain_line(fixtures, tmp_path, name, expected):

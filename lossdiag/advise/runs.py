@@ -69,8 +69,9 @@ def train_under(spec: ModelSpec, config: Config, initial_state: Optional[dict], 
     names = list(before[0]) if before else None
     losses: list[dict[str, float]] = []
     skipped = 0
-    for _ in range(steps):
-        terms = compute_terms(spec, model, to_device(next(stream), device), names)
+    for step in range(steps):
+        terms = compute_terms(spec, model, to_device(next(stream), device), names, f" at step {step} of a run from "
+                              f"the start (a check or the verification)")
         names = names or list(terms)
         losses.append(dict(zip(terms, torch.stack([t.detach().double() for t in terms.values()]).tolist())))
         trained = [(float(weights[k]), t) for k, t in terms.items() if weights.get(k, 0.0) != 0 and t.requires_grad]

@@ -5,6 +5,8 @@ import math
 import shlex
 from typing import Any, Optional
 
+from lossdiag.config import format_pairs
+
 FEW_RECORDED_STEPS = 20
 
 
@@ -55,7 +57,7 @@ def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[st
         lines.append(f"  from only {summary.get('recorded_steps', 0)} recorded steps: gradient norms move fast early "
                      f"in training, so profile longer (--steps) before trusting it")
     if model_path:
-        pairs = ",".join(f"{safe(t)}={number(weights[t], 5)}" for t in terms)
+        pairs = format_pairs({t: number(weights[t], 5) for t in terms})
         lines.append(f"  check it: lossdiag profile {shlex.quote(safe(model_path))} --weights {shlex.quote(pairs)}")
     for entry in summary.get("refinement", []):
         shares = ", ".join(f"{safe(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
