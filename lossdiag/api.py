@@ -23,6 +23,10 @@ from lossdiag.summary import build_summary
 
 
 
+ONE_TERM = ("one term: there is nothing to balance, so only the gradient sanity and single-term checks ran "
+            "(as `lossdiag check`)")
+
+
 @dataclasses.dataclass
 class ProfileResult:
     """A finished profile: its records, its diagnosis and the summary.json content."""
@@ -89,7 +93,8 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     try:
         with preserved_rng():
             start = initial_state(spec, config)
-            refuse_one_term(spec, config, start)
+            if count_terms(spec, config, start) < 2:
+                return run_check(spec, config, progress, ONE_TERM)
             writer = RecordWriter(streamed_to) if streamed_to else None
             records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
             diagnosis = diagnose(records)
@@ -120,13 +125,10 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     return result
 
 
-def refuse_one_term(spec: ModelSpec, config: Config, start: dict) -> None:
-    """A profile measures the balance between terms: with one term there is none, so say so before training."""
+def count_terms(spec: ModelSpec, config: Config, start: dict) -> int:
+    """How many terms losses(model, batch) returns, from the first batch, before any training."""
     model, _, stream, device = start_training(spec, config, start)
-    terms = compute_terms(spec, model, to_device(next(stream), device), None, " at step 0")
-    if len(terms) < 2:
-        raise spec.user_error(f"losses(model, batch) returns one term, '{next(iter(terms))}': there is nothing to "
-                              f"balance; `lossdiag check` still tests that it trains")
+    return len(compute_terms(spec, model, to_device(next(stream), device), None, " at step 0"))
 
 
 def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict],
@@ -148,10 +150,12 @@ def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: li
         bar.close()
 
 
-def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
+def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
+              note: Optional[str] = None) -> ProfileResult:
     """`lossdiag check`: a short recorded run (sanity_steps) for the gradient sanity checks, then each term alone.
 
-    Only the sanity and single-term findings are reported; the checks run even when no_checks is set.
+    Only the sanity and single-term findings are reported; the checks run even when no_checks is set. `note`
+    says why a profile ran as a check (one term: nothing to balance) and leads the verdict.
     """
     sanity = dataclasses.replace(config, steps=config.sanity_steps, every=1)
     bar = Progress(sanity.steps, "gradient sanity", progress)
@@ -161,6 +165,8 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None) 
             records = TrainingRun(spec, sanity, config.weights, start).record(None, bar)
             bar.close()
             records[0]["purpose"] = CHECK
+            if note:
+                records[0]["note"] = note
             records.extend(single_term_checks(spec, sanity, start, records, progress))
     finally:
         bar.close()

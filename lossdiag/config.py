@@ -85,8 +85,6 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
-        if name == "device":
-            check_device(value, where)
     else:
         value = parse_weights(value, f"{where}'{name}'")
         if name == "target_shares" and not all(share > 0 for share in value.values()):
@@ -279,4 +277,7 @@ def load(config_path: Path | None, model_path: Path | None, cli_options: Mapping
     config = Config()
     if config_path is not None:
         config = resolve(read_yaml(config_path), config, source=str(config_path))
-    return resolve(cli_options, config, source="")
+    config = resolve(cli_options, config, source="")
+    if config.device is not None:
+        check_device(config.device, "" if "device" in cli_options else f"{config_path}: ")
+    return config

@@ -12,6 +12,7 @@ from lossdiag.analyse.run import RunData, parse
 from lossdiag.analyse.suggest import AlphaCurve, Suggestion, alpha_curve, suggest
 from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, starved_findings
 from lossdiag.config import FIELDS, Config, resolve
+from lossdiag.errors import SpecError
 from lossdiag.findings import Finding, conflict_findings, dominance_findings, sort_findings
 
 PROFILE, CHECK = "profile", "check"
@@ -52,9 +53,16 @@ class Diagnosis:
 
 
 def config_of(run: RunData) -> Config:
-    """The configuration the run was recorded with; keys another version wrote and this one lacks are ignored."""
-    known = {k: v for k, v in run.config.items() if k in FIELDS and v is not None}
-    return resolve(known)
+    """The configuration the run was recorded with; keys another version wrote and this one lacks, and values
+    that do not pass this version's checks (a damaged or crafted file), are left at their defaults."""
+    config = Config()
+    for key, value in run.config.items():
+        if key in FIELDS and value is not None:
+            try:
+                config = resolve({key: value}, config)
+            except SpecError:
+                continue
+    return config
 
 
 def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:

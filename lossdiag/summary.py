@@ -47,11 +47,13 @@ def verdict(diagnosis: Diagnosis) -> str:
 def check_verdict(diagnosis: Diagnosis) -> str:
     """The verdict of a `lossdiag check` run without errors: how many terms go down alone, and what was skipped."""
     checks = diagnosis.checks
+    note = diagnosis.run.meta.get("note")
+    lead = f"{note}; " if note else ""
     if not checks:
-        return "no gradient sanity error (the single-term checks did not run)"
+        return f"{lead}no gradient sanity error (the single-term checks did not run)"
     passed = sum(1 for c in checks if c["status"] == "pass")
     skipped = [f"'{c['term']}' ({c['reason']})" for c in checks if c["status"] == "skipped"]
-    line = f"no gradient sanity error; {passed} of {len(checks)} terms go down when trained alone"
+    line = f"{lead}no gradient sanity error; {passed} of {len(checks)} terms go down when trained alone"
     return line + (f"; skipped {', '.join(skipped)}" if skipped else "")
 
 
@@ -134,6 +136,7 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "steps": int(len(run.loss_steps)),
         "recorded_steps": int(len(run.grad_steps)),
         "ended_early": not run.ended,
+        "record_repairs": list(run.repairs),
         "scope": meta.get("scope", "all"),
         "scope_proxy": scope_label(meta) is not None,
         "scope_note": scope_label(meta),

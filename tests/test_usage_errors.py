@@ -119,8 +119,6 @@ MODEL_CASES = {
                           "losses(model, batch) at step 30 raised KeyError: 'label'"),
     "no-parameters": ("def build_model():\n    return nn.Tanh()\n",
                       "build_model() returned a Tanh with no trainable parameter"),
-    "one-term": ("_losses = losses\ndef losses(model, x):\n    return {'only': _losses(model, x)['first']}\n",
-                 "returns one term, 'only': there is nothing to balance"),
 }
 
 
@@ -130,6 +128,16 @@ def test_a_model_file_fault_names_what_and_when(tmp_path, case):
     completed = run_cli("profile", model_file(tmp_path, extra), "--steps", "40", "--no-checks",
                         "--out", tmp_path / "out")
     assert_usage_error(completed, expected)
+
+
+def test_a_one_term_profile_says_there_is_nothing_to_balance_and_runs_only_the_checks(tmp_path):
+    extra = "_losses = losses\ndef losses(model, x):\n    return {'only': _losses(model, x)['first']}\n"
+    completed = run_cli("profile", model_file(tmp_path, extra), "--check-steps", "12", "--out", tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["purpose"] == "check" and summary["steps"] == 20 and len(summary["checks"]) == 1
+    assert summary["verdict"].startswith("one term: there is nothing to balance")
+    assert "one term: there is nothing to balance" in completed.stdout
 
 
 @pytest.mark.parametrize("option", [["--steps", "5"], ["--every", "2"], ["--refine", "1"], ["--no-checks"]])

@@ -3,14 +3,46 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 from typing import Any, Sequence
 
 import numpy as np
 
+from lossdiag.record.schema import valid
+
 
 def _number(value: Any) -> float:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    try:
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:
+        return math.nan
+
+
+def in_step_order(records: Sequence[dict]) -> tuple[list[dict], list[str]]:
+    """Step records sorted by step with repeated steps dropped (the first kept), other records with exact
+    repeats dropped; and a note on each repair, for the page and the terminal."""
+    steps: dict[int, dict] = {}
+    others: list[dict] = []
+    seen: set[str] = set()
+    repeats = 0
+    for record in records:
+        if record.get("kind") == "step":
+            repeats += record["step"] in steps
+            steps.setdefault(record["step"], record)
+            continue
+        key = json.dumps(record, sort_keys=True, default=str)
+        repeats += key in seen
+        if key not in seen:
+            seen.add(key)
+            others.append(record)
+    order = [record["step"] for record in records if record.get("kind") == "step"]
+    notes = []
+    if any(later < earlier for earlier, later in zip(order, order[1:])):
+        notes.append("step records were out of order and were sorted by step")
+    if repeats:
+        notes.append(f"{repeats} repeated record{'s were' if repeats > 1 else ' was'} dropped (a step kept once)")
+    return others[:1] + [steps[k] for k in sorted(steps)] + others[1:], notes
 
 
 def finite_median(values: np.ndarray) -> float:
@@ -37,6 +69,7 @@ class RunData:
     extra: dict[str, list[dict]]
     ended: bool
     torn: bool
+    repairs: tuple[str, ...] = ()
 
     @functools.cached_property
     def shared_terms(self) -> list[str]:
@@ -51,8 +84,8 @@ class RunData:
 
 def parse(records: Sequence[dict], torn: bool = False) -> RunData:
     """Turn a list of records into RunData; the first record must be the run's header."""
-    if not records or records[0].get("kind") != "meta":
-        raise ValueError("the records do not start with a header line (kind 'meta')")
+    records, invalid = valid(records)
+    records, repaired = in_step_order(records)
     meta = records[0]
     terms = list(meta["terms"])
     loss_steps, losses = [], []
@@ -91,6 +124,6 @@ def parse(records: Sequence[dict], torn: bool = False) -> RunData:
         norms_all=reshape(norms_all, count), weights=reshape(weights, count),
         gram=np.array(grams, dtype=float).reshape(-1, count, count),
         layers={m: reshape(rows, count) for m, rows in layers.items()},
-        nonfinite=nonfinite, extra=extra, ended=ended, torn=torn,
+        nonfinite=nonfinite, extra=extra, ended=ended, torn=torn, repairs=tuple(invalid + repaired),
     )
 

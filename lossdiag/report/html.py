@@ -75,8 +75,9 @@ def _header(diagnosis: Diagnosis, summary: dict) -> str:
     shared = summary["shared_parameters"]
     source = summary.get("source") or ""
     origin = "recorded in the training loop by lossdiag.Monitor" if source == "monitor" else esc(source)
-    meta = (f"{origin} · {summary['steps']} steps ({summary['recorded_steps']} with gradients recorded) · "
-            f"{len(summary['terms'])} terms · {shared['count']} shared parameters ({shared['numel']:,} values)")
+    meta = (f"{origin} · {esc(summary['steps'])} steps ({esc(summary['recorded_steps'])} with gradients recorded) · "
+            f"{len(summary['terms'])} terms · {esc(shared['count'])} shared parameters "
+            f"({esc(format(shared['numel'], ','))} values)")
     return _tag("h1", "lossdiag report") + _tag("p", meta, "ld-meta") + "".join(
         _tag("p", note, "ld-banner") for note in _banners(diagnosis, summary))
 
@@ -92,6 +93,7 @@ def _banners(diagnosis: Diagnosis, summary: dict) -> list[str]:
         torn = " Its last line was cut in the middle and was skipped." if run.torn else ""
         notes.append(f"<strong>This run ended early:</strong> its records stop at {last}{of}, with no end record "
                      f"(killed, crashed or still running). Everything below covers what was recorded.{torn}")
+    notes += [f"<strong>Damaged records:</strong> {esc(repair)}." for repair in summary.get("record_repairs", [])]
     scope = summary.get("scope", "all")
     if scope != "all":
         notes.append(f"<strong>Proxy scope '{esc(scope)}':</strong> gradients were measured on a proxy, not on "

@@ -15,6 +15,11 @@ def safe(text: Any) -> str:
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
 
 
+def plain(lines: list[str]) -> str:
+    """Lines as terminal text with every control character shown, not obeyed, whatever they interpolate."""
+    return "".join(safe(line) + "\n" for line in "\n".join(lines).split("\n"))
+
+
 def number(value: Optional[float], digits: int = 4) -> str:
     """A compact number; '-' for a missing or non-finite one."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -130,7 +135,7 @@ def render_check(summary: dict, out: Optional[str] = None) -> str:
     ]
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
-    return "\n".join(lines) + "\n"
+    return plain(lines)
 
 
 def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] = None) -> str:
@@ -148,6 +153,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         *([f"measured on a {safe(summary['scope_note'])}"] if summary.get("scope_proxy") else []),
         *([f"the run ended early (killed or crashed): this covers the {summary['steps']} steps it recorded"]
           if summary.get("ended_early") else []),
+        *[f"damaged records: {repair}" for repair in summary.get("record_repairs", [])],
         "",
     ]
     rows = []
@@ -173,4 +179,4 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
     lines += ["", f"suggestion ({summary['suggestion_kind']}):", *suggestion_lines(summary, model_path)]
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
-    return "\n".join(lines) + "\n"
+    return plain(lines)

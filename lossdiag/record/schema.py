@@ -1,0 +1,154 @@
+"""What each kind of record may hold, checked field by field before any analyser or renderer sees a record.
+
+records.jsonl may come from anywhere (a crashed run, an edited file, a crafted one). A header (the first
+record, kind 'meta') with a field of the wrong type refuses the whole file: nothing can be read without it.
+Any other record with a field of the wrong type, or nested deeper than MAX_DEPTH, is dropped and counted.
+Fields a kind does not list, and kinds this version does not know, pass as they are: every renderer escapes
+what it shows.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+MAX_DEPTH = 8
+CHECK_STATUSES = ("pass", "fail", "skipped")
+CHECK_CODES = ("not-decreasing", "diverging")
+
+Rule = Callable[[Any], bool]
+
+
+def number(value: Any) -> bool:
+    """A JSON number, or null (a non-finite value is written as null)."""
+    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def real(value: Any) -> bool:
+    """A JSON number, not null: what a weight in force must be."""
+    return value is not None and number(value)
+
+
+def count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+def optional(rule: Rule) -> Rule:
+    return lambda value: value is None or rule(value)
+
+
+def listing(rule: Rule) -> Rule:
+    return lambda value: isinstance(value, list) and all(rule(item) for item in value)
+
+
+def mapping(rule: Rule) -> Rule:
+    return lambda value: isinstance(value, dict) and all(isinstance(k, str) and rule(v) for k, v in value.items())
+
+
+def anything(value: Any) -> bool:
+    return True
+
+
+def terms(value: Any) -> bool:
+    return listing(text)(value) and len(value) > 0 and len(set(value)) == len(value)
+
+
+def shared(value: Any) -> bool:
+    return (isinstance(value, dict) and count(value.get("count")) and count(value.get("numel"))
+            and listing(text)(value.get("names", [])))
+
+
+def grad(value: Any) -> bool:
+    return (isinstance(value, dict) and all(mapping(number)(value.get(key)) for key in ("norms", "norms_all", "weights"))
+            and listing(listing(number))(value.get("gram")) and mapping(mapping(number))(value.get("layers", {})))
+
+
+FIELDS: dict[str, dict[str, Rule]] = {
+    "meta": {"terms": terms, "weights": mapping(real), "lossdiag_version": text, "torch_version": text,
+             "source": text, "scope": text, "scope_note": optional(text), "config": mapping(anything),
+             "shared_parameters": shared, "shared_modules": listing(text), "term_parameters": mapping(count),
+             "term_shared_parameters": mapping(count), "purpose": text, "note": text, "nonfinite_updates": text,
+             "schedule": mapping(anything)},
+    "step": {"loss": mapping(number), "nonfinite": listing(text), "grad": grad},
+    "end": {"steps": count},
+    "check": {"term": text, "status": lambda value: value in CHECK_STATUSES,
+              "code": lambda value: value is None or value in CHECK_CODES,
+              "losses": listing(number), "loss_start": number, "loss_end": number, "relative_drop": number,
+              "reason": optional(text), "steps": optional(count), "noise": number, "probe_batches": count,
+              "nonfinite_steps": optional(count), "start_window": optional(count), "end_window": optional(count)},
+    "refine": {"weights": mapping(number), "dominance": mapping(number), "suggested": mapping(number)},
+}
+REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), "check": ("term", "status"),
+            "refine": ("weights", "dominance", "suggested")}
+
+
+def _too_deep(value: Any) -> bool:
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        if depth > MAX_DEPTH:
+            return True
+        level = [child for item in level if isinstance(item, (dict, list))
+                 for child in (item.values() if isinstance(item, dict) else item)]
+    return False
+
+
+def fault(record: Any, names: Optional[Sequence[str]] = None) -> Optional[str]:
+    """Why a record cannot be used ('its "loss" has the wrong type'), or None when it can.
+
+    `names` (the header's terms) also fixes the shape of a step's Gram matrix.
+    """
+    if not isinstance(record, Mapping):
+        return "it is not an object"
+    step, kind = record.get("step"), record.get("kind")
+    if not count(step):
+        return "its 'step' is not an integer of 0 or more"
+    if not text(kind):
+        return "its 'kind' is not a string"
+    if _too_deep(record):
+        return f"it nests deeper than {MAX_DEPTH} levels"
+    rules = FIELDS.get(kind, {})
+    missing = [key for key in REQUIRED.get(kind, ()) if key not in record]
+    if missing:
+        return f"it has no '{missing[0]}'"
+    wrong = [key for key, rule in rules.items() if key in record and not rule(record[key])]
+    if wrong:
+        return f"its '{wrong[0]}' has the wrong type"
+    if kind == "check" and (record["status"] == "fail") != (record.get("code") is not None):
+        return "its 'code' does not match its 'status'"
+    gram = record.get("grad", {}).get("gram") if kind == "step" and "grad" in record else None
+    if gram is not None and names is not None and any(len(row) != len(names) for row in [*gram, gram]):
+        return f"its 'grad.gram' is not {len(names)} x {len(names)}"
+    return None
+
+
+def valid(records: Sequence[Any]) -> tuple[list[dict], list[str]]:
+    """The usable records (the header first) and a note on each kind of damage dropped.
+
+    Raises ValueError naming the problem when the header itself is unusable.
+    """
+    if not records:
+        raise ValueError("there are no records")
+    header = records[0]
+    problem = fault(header)
+    if problem is None and header.get("kind") != "meta":
+        problem = "it is not a header (kind 'meta')"
+    if problem is None:
+        problem = next((f"it has no '{key}'" for key in REQUIRED["meta"] if key not in header), None)
+    if problem is not None:
+        raise ValueError(f"the first record cannot be read: {problem}")
+    names = header["terms"]
+    kept, dropped = [header], []
+    for record in records[1:]:
+        problem = fault(record, names)
+        if problem is None:
+            kept.append(record)
+        else:
+            dropped.append(problem)
+    notes = []
+    if dropped:
+        notes.append(f"{len(dropped)} record{'s' if len(dropped) > 1 else ''} with a field of the wrong type "
+                     f"{'were' if len(dropped) > 1 else 'was'} dropped (the first: {dropped[0]})")
+    return kept, notes
