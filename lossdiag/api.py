@@ -15,8 +15,7 @@ from lossdiag.findings import Finding
 from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state, start_training
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
-from lossdiag.report.files import write_records
-from lossdiag.report.outputs import write_outputs
+from lossdiag.report.outputs import Staging, keep_records, publish, write_outputs
 from lossdiag.rng import preserved_rng
 from lossdiag.spec import ModelSpec, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.summary import build_summary
@@ -34,20 +33,16 @@ class ProfileResult:
     records: list[dict]
     diagnosis: Diagnosis
     summary: dict
-    streamed_to: Optional[Path] = None
 
     @property
     def findings(self) -> list[Finding]:
         return self.diagnosis.findings
 
     def save(self, out: str | Path) -> Path:
-        """Write records.jsonl (unless already streamed there), summary.json and the report into a folder."""
-        out = Path(out)
-        records_path = out / RECORDS
-        if self.streamed_to is None or self.streamed_to.resolve() != records_path.resolve():
-            write_records(records_path, self.records)
-        write_outputs(out, self.diagnosis, self.summary)
-        return out
+        """Write records.jsonl, summary.json and the report into a folder, replacing lossdiag's earlier outputs
+        there only once all are written."""
+        write_outputs(out, self.diagnosis, self.summary, self.records)
+        return Path(out)
 
     def _repr_html_(self) -> str:
         """In Jupyter: the verdict, the suggestion, the findings and the figures, inline with scoped CSS."""
@@ -88,14 +83,15 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     """Record the main run (streamed to config.out when set), refine the suggestion, run the checks, and diagnose."""
     ensure_steps(config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
-    streamed_to = Path(config.out) / RECORDS if config.out else None
+    staging: Optional[Staging] = None
     writer = None
     try:
         with preserved_rng():
             start = initial_state(spec, config)
             if count_terms(spec, config, start) < 2:
                 return run_check(spec, config, progress, ONE_TERM)
-            writer = RecordWriter(streamed_to) if streamed_to else None
+            staging = Staging(config.out) if config.out else None
+            writer = RecordWriter(staging.path / RECORDS) if staging is not None else None
             records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
             diagnosis = diagnose(records)
             for round_number in range(1, config.refine + 1):
@@ -115,13 +111,18 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                 if writer is not None:
                     writer.write_many(checks)
                 diagnosis = diagnose(records)
+    except BaseException as exc:
+        if writer is not None:
+            writer.close()
+        keep_records(staging, exc)
+        raise
     finally:
         bar.close()
         if writer is not None:
             writer.close()
-    result = ProfileResult(records, diagnosis, build_summary(diagnosis), streamed_to)
-    if config.out:
-        result.save(config.out)
+    result = ProfileResult(records, diagnosis, build_summary(diagnosis))
+    if staging is not None:
+        publish(staging, diagnosis, result.summary)
     return result
 
 

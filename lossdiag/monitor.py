@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
@@ -17,7 +18,7 @@ from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.scopes import ALL, Measurement, make_scope
 from lossdiag.record.shared import discover
-from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, RecordWriter, read_records
+from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.scalars import LogFn, step_scalars
 from lossdiag.spec import check_scalar_terms
@@ -137,6 +138,8 @@ class Monitor:
         self._batches: list[_Batch] = []
         self._writer: Optional[RecordWriter] = None
         self._last_flush = time.monotonic()
+        self._lock = threading.RLock()
+        self._flusher: Optional[Periodic] = None
         self._closed = False
         self._summary: Optional[dict] = None
         self._log = log
@@ -150,7 +153,8 @@ class Monitor:
     def combine(self, terms: Mapping[str, torch.Tensor],
                 weights: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
         """Record the step and return sum(weights[k] * terms[k]) in the mapping's order (missing weights are 1)."""
-        self._observe(terms, weights)
+        with self._lock:
+            self._observe(terms, weights)
         total = None
         for name, value in terms.items():
             part = weights[name] * value if weights is not None and name in weights else value
@@ -159,7 +163,8 @@ class Monitor:
 
     def record(self, terms: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, Any]] = None) -> None:
         """Record the step for a loop that keeps its own sum; call it before that sum's backward()."""
-        self._observe(terms, weights)
+        with self._lock:
+            self._observe(terms, weights)
 
     def summary(self) -> Optional[dict]:
         """summary.json's content for the steps so far, as a dict (None on ranks other than 0 under torchrun)."""
@@ -167,8 +172,9 @@ class Monitor:
             return None
         if self._writer is None:
             raise SpecError("Monitor.summary(): nothing recorded yet; call combine() or record() first")
-        if not self._closed:
-            self._flush(force=False, wait=True)
+        with self._lock:
+            if not self._closed:
+                self._flush(force=False, wait=True)
         return self._diagnose()[1]
 
     def close(self) -> Optional[dict]:
@@ -266,6 +272,15 @@ class Monitor:
         self._writer = RecordWriter(self.out / RECORDS)
         self._writer.write(header)
         self._writer.flush()
+        self._flusher = Periodic(self._flush_idle, FLUSH_SECONDS / 4, "lossdiag-monitor-flush")
+
+    def _flush_idle(self) -> None:
+        """On the flusher thread: write the settled steps once FLUSH_SECONDS / 2 have passed without a flush, so a
+        loop paused for validation or a checkpoint loses none of them when killed. It draws no random number,
+        and waits for a device copy on its own thread, never on the training loop's."""
+        with self._lock:
+            if not self._closed and time.monotonic() - self._last_flush >= FLUSH_SECONDS / 2:
+                self._flush(force=False, wait=True)
 
     def _flush(self, force: bool, wait: bool) -> None:
         """Send the settled rows' numbers to the host in one transfer and write them; without `wait`, a CUDA
@@ -309,6 +324,8 @@ class Monitor:
                 self._log(step_scalars(record, self._shared_terms), record["step"])
 
     def _close(self, finished: bool) -> Optional[dict]:
+        if self._flusher is not None:
+            self._flusher.stop()
         if self._closed:
             return self._summary
         self._closed = True
@@ -327,7 +344,7 @@ class Monitor:
             if self._writer is not None:
                 self._writer.close()
         diagnosis, self._summary = self._diagnose()
-        write_outputs(self.out, diagnosis, self._summary)
+        write_outputs(self.out, diagnosis, self._summary, keep=(RECORDS,))
         return self._summary
 
     def _diagnose(self) -> tuple[Diagnosis, dict]:

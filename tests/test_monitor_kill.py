@@ -65,3 +65,95 @@ def test_a_killed_run_keeps_its_flushed_steps_and_reports(tmp_path):
     assert summary["steps"] == len(steps) and summary["ended_early"]
     assert summary["recorded_steps"] == sum(1 for r in records if r.get("grad"))
     assert f"{len(steps)} steps" in (run / "report.html").read_text()
+
+
+PAUSED = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    import torch.nn as nn
+    import lossdiag
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-2)
+    monitor = lossdiag.Monitor(model, out=sys.argv[1], every=10)
+    for step in range(301):
+        out = model(torch.randn(16, 4))
+        loss = monitor.combine({"a": out[:, 0].pow(2).mean(), "b": out[:, 1].abs().mean()})
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    Path(sys.argv[2]).touch()
+    time.sleep(600)  # a long validation pass or checkpoint: the loop calls nothing of the monitor's
+""")
+
+
+def _kill_when(child: subprocess.Popen, marker: Path, then: float) -> None:
+    """SIGKILL the child `then` seconds after `marker` appears."""
+    try:
+        deadline = time.monotonic() + 180
+        while not marker.exists():
+            if child.poll() is not None:
+                pytest.fail(f"the script stopped: {child.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the script did not reach its pause within 180 s")
+            time.sleep(0.1)
+        time.sleep(then)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stderr.close()
+
+
+def test_a_monitor_killed_while_the_loop_pauses_keeps_every_step(tmp_path):
+    run, marker, script = tmp_path / "run", tmp_path / "paused", tmp_path / "train.py"
+    script.write_text(PAUSED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, str(script), str(run), str(marker)], env=env, stderr=subprocess.PIPE)
+    _kill_when(child, marker, 2.5)
+    assert _flushed_steps(run / "records.jsonl") == 301
+
+
+SLOW_CHECKS = textwrap.dedent("""
+    import time
+    from pathlib import Path
+    import torch
+    import torch.nn as nn
+
+    MARKER = Path(__file__).with_name("checking")
+    CALLS = [0]
+
+    def build_model():
+        torch.manual_seed(0)
+        return nn.Linear(3, 2)
+
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(8, 3, generator=g) for _ in range(4)]
+
+    def losses(model, x):
+        CALLS[0] += 1
+        if CALLS[0] > 301:  # call 1 counts the terms, 2..301 are the 300 profiled steps
+            MARKER.touch()
+            time.sleep(0.05)
+        out = model(x)
+        return {"a": out[:, 0].pow(2).mean(), "b": (out[:, 1] - 1).pow(2).mean()}
+""")
+
+
+def test_a_profile_killed_during_the_checks_keeps_every_step_and_the_end(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_text(SLOW_CHECKS)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    child = subprocess.Popen([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "300",
+                              "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE)
+    _kill_when(child, tmp_path / "checking", 2.5)
+    kept = list((tmp_path / "out").glob("lossdiag-unfinished-*/records.jsonl"))
+    assert len(kept) == 1 and not (tmp_path / "out" / "records.jsonl").exists()
+    records, _ = read_records(kept[0])
+    assert [r["step"] for r in records if r["kind"] == "step"] == list(range(300))
+    assert records[-1]["kind"] == "end"

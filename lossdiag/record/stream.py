@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import time
+import threading
+import weakref
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 FLUSH_SECONDS = 2.0
 RECORDS = "records.jsonl"
@@ -27,31 +28,65 @@ def dumps(record: dict) -> str:
     return json.dumps(finite_or_none(record), allow_nan=False, separators=(",", ":"))
 
 
+class Periodic:
+    """Calls a bound method every `seconds` on a daemon thread until stop(), or until its object is collected
+    (the method is held weakly, so an object never closed does not live forever)."""
+
+    def __init__(self, method: Callable[[], None], seconds: float, name: str) -> None:
+        self._method = weakref.WeakMethod(method)
+        self._seconds = seconds
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._seconds):
+            method = self._method()
+            if method is None:
+                return
+            try:
+                method()
+            except Exception:  # noqa: BLE001 - the owner's own calls report a failing disk; this thread just ends
+                return
+            finally:
+                del method
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
 class RecordWriter:
-    """Appends records to a file, flushing to the OS at least every FLUSH_SECONDS and on close."""
+    """Appends records to a file; a background thread flushes them to the OS every FLUSH_SECONDS / 2, so at most
+    FLUSH_SECONDS of records are lost when the process is killed, however long the writer is left idle."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w", encoding="utf-8")
-        self._last_flush = time.monotonic()
+        self._lock = threading.Lock()
+        self._flusher = Periodic(self.flush, FLUSH_SECONDS / 2, "lossdiag-records-flush")
 
     def write(self, record: dict) -> None:
         self.write_many((record,))
 
     def write_many(self, records: Iterable[dict]) -> None:
-        self._file.write("".join(dumps(r) + "\n" for r in records))
-        if time.monotonic() - self._last_flush >= FLUSH_SECONDS:
-            self.flush()
+        text = "".join(dumps(r) + "\n" for r in records)
+        with self._lock:
+            self._file.write(text)
 
     def flush(self) -> None:
-        self._file.flush()
-        self._last_flush = time.monotonic()
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
 
     def close(self) -> None:
-        if not self._file.closed:
-            self._file.flush()
-            self._file.close()
+        self._flusher.stop()
+        with self._lock:
+            if not self._file.closed:
+                self._file.flush()
+                self._file.close()
 
     def __enter__(self) -> "RecordWriter":
         return self

@@ -10,7 +10,7 @@ import dataclasses
 import io
 import math
 import textwrap
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from matplotlib.axes import Axes
@@ -26,6 +26,11 @@ DASHES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 HATCHES = ("", "///", "...", "xxx", "\\\\\\", "+++", "ooo", "---")
 SUGGESTED, CURRENT = "#D55E00", "#0072B2"
+LEGEND_BESIDE = 12
+LEGEND_COLUMNS = 4
+LEGEND_ROW = 0.15
+MAX_BANDS = 10
+WRITTEN_CELLS = 12
 WIDE, SQUARE = (7.2, 3.4), (4.8, 4.0)
 FONT = 8
 
@@ -39,15 +44,23 @@ def label(value: object, limit: int = 48) -> str:
 
 
 def style(k: int) -> dict:
-    """Line style of the k-th term: its colour, dash and marker."""
-    return {"color": COLOURS[k % len(COLOURS)], "linestyle": DASHES[k % len(DASHES)],
-            "marker": MARKERS[k % len(MARKERS)]}
+    """Line style of the k-th term: its colour, dash and marker, no two terms alike below 256 terms."""
+    turn = k // len(COLOURS)
+    return {"color": COLOURS[k % len(COLOURS)], "linestyle": DASHES[(k + turn) % len(DASHES)],
+            "marker": MARKERS[(k + k // (len(COLOURS) * len(DASHES))) % len(MARKERS)]}
 
 
-def _axes(ax: Optional[Axes], size: tuple[float, float]) -> Axes:
+def _legend_rows(entries: int) -> int:
+    """Rows of a legend of `entries` below its axes (0: it fits beside or inside them)."""
+    return math.ceil(entries / LEGEND_COLUMNS) if entries > LEGEND_BESIDE else 0
+
+
+def _axes(ax: Optional[Axes], size: tuple[float, float], terms: int = 0) -> Axes:
+    """The axes to draw on: `ax`, or a new figure of `size`, taller by the rows of a legend of `terms` terms."""
     if ax is not None:
         return ax
-    return Figure(figsize=size, layout="constrained").add_subplot()
+    height = size[1] + LEGEND_ROW * _legend_rows(terms)
+    return Figure(figsize=(size[0], height), layout="constrained").add_subplot()
 
 
 def _finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> Figure:
@@ -61,8 +74,15 @@ def _finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> Figure:
 
 
 def _legend(ax: Axes, **options: object) -> None:
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=FONT - 0.5, frameon=False, **options)
+    """The legend where `options` put it, or, past LEGEND_BESIDE entries, below the axes in columns."""
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    if _legend_rows(len(handles)):
+        ax.legend(handles, [text if len(text) <= 30 else text[:29] + "…" for text in labels], fontsize=FONT - 1.5,
+                  frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=LEGEND_COLUMNS)
+        return
+    ax.legend(fontsize=FONT - 0.5, frameon=False, **options)
 
 
 def _value_scale(ax: Axes, values: np.ndarray) -> bool:
@@ -88,25 +108,28 @@ def _series(ax: Axes, steps: np.ndarray, values: np.ndarray, terms: Sequence[str
     smooth_steps, smooth = bucket_mean(steps, smooth)
     raw_steps, low, high = bucket_range(steps, values)
     every = max(1, len(smooth_steps) // 8)
+    faint = window > 1 and len(terms) <= LEGEND_BESIDE
     for k, term in enumerate(terms):
         if not np.isfinite(values[:, k]).any():
             continue
         colour = COLOURS[k % len(COLOURS)]
-        if window > 1 and len(steps) > MAX_POINTS:
+        if faint and len(steps) > MAX_POINTS:
             ax.fill_between(raw_steps, low[:, k], high[:, k], color=colour, alpha=0.2, linewidth=0)
-        elif window > 1:
+        elif faint:
             ax.plot(raw_steps, low[:, k], color=colour, alpha=0.3, linewidth=0.7)
         ax.plot(smooth_steps, smooth[:, k], linewidth=1.6, markevery=every, markersize=4,
                 label=label(term), **style(k))
     if window == 1:
         return "as recorded"
-    faint = "range per bucket of recorded points" if len(steps) > MAX_POINTS else "as recorded"
-    return f"bold: rolling mean over {window} points; faint: {faint}"
+    if not faint:
+        return f"rolling mean over {window} points, recorded points left out"
+    recorded = "range per bucket of recorded points" if len(steps) > MAX_POINTS else "as recorded"
+    return f"bold: rolling mean over {window} points; faint: {recorded}"
 
 
 def loss_curves(steps: np.ndarray, losses: np.ndarray, terms: Sequence[str], ax: Optional[Axes] = None) -> Figure:
     """Each term's loss per step on a log axis: faint as recorded, bold smoothed."""
-    ax = _axes(ax, WIDE)
+    ax = _axes(ax, WIDE, len(terms))
     drawn = _series(ax, np.asarray(steps), np.asarray(losses, dtype=float), terms)
     _legend(ax)
     return _finish(ax, f"Loss of each term ({drawn})", "step", "loss (unweighted)")
@@ -114,7 +137,7 @@ def loss_curves(steps: np.ndarray, losses: np.ndarray, terms: Sequence[str], ax:
 
 def grad_norms(steps: np.ndarray, norms: np.ndarray, terms: Sequence[str], ax: Optional[Axes] = None) -> Figure:
     """Each term's unweighted gradient norm on the shared parameters, per recorded step, on a log axis."""
-    ax = _axes(ax, WIDE)
+    ax = _axes(ax, WIDE, len(terms))
     values = np.asarray(norms, dtype=float)
     drawn = _series(ax, np.asarray(steps), np.where(values > 0, values, np.nan), terms)
     _legend(ax)
@@ -131,10 +154,19 @@ def share_area(steps: np.ndarray, shares: np.ndarray, terms: Sequence[str], thre
     x, data = bucket_mean(np.asarray(steps)[rows], shares[rows][:, columns])
     if len(x) == 1:
         x, data = np.array([x[0] - 0.5, x[0] + 0.5]), np.repeat(data, 2, axis=0)
-    areas = ax.stackplot(x, data.T, labels=[label(terms[k]) for k in columns],
-                         colors=[COLOURS[k % len(COLOURS)] for k in columns], alpha=0.85)
-    for area, k in zip(areas, columns):
-        area.set_hatch(HATCHES[k % len(HATCHES)])
+    names = [label(terms[k]) for k in columns]
+    colours = [COLOURS[k % len(COLOURS)] for k in columns]
+    hatches = [HATCHES[(k + k // len(COLOURS)) % len(HATCHES)] for k in columns]
+    if len(columns) > MAX_BANDS:
+        largest = sorted(np.argsort(-np.median(data, axis=0), kind="stable")[:MAX_BANDS - 1])
+        rest = [i for i in range(len(columns)) if i not in set(largest)]
+        data = np.column_stack([data[:, largest], data[:, rest].sum(axis=1)])
+        names = [names[i] for i in largest] + [f"the other {len(rest)} terms"]
+        colours = [colours[i] for i in largest] + ["#bbbbbb"]
+        hatches = [hatches[i] for i in largest] + [""]
+    areas = ax.stackplot(x, data.T, labels=names, colors=colours, alpha=0.85)
+    for area, hatch in zip(areas, hatches):
+        area.set_hatch(hatch)
         area.set_edgecolor("#222222")
         area.set_linewidth(0.3)
     ax.axhline(threshold, color="black", linestyle="--", linewidth=1.3, label=f"dominance threshold {threshold:g}")
@@ -160,14 +192,23 @@ def _finish_map(ax: Axes, cells: Optional[np.ndarray], dark: Callable[[float], b
 
 def cosine_heatmap(matrix: np.ndarray, terms: Sequence[str], ax: Optional[Axes] = None) -> Figure:
     """Median cosine between each pair of terms' shared gradients, colours fixed to [-1, 1], values written in."""
-    ax = _axes(ax, SQUARE)
+    count = len(terms)
+    side = float(np.clip(2.6 + 0.16 * count, SQUARE[0], 11.0))
+    ax = _axes(ax, (side, side - 0.8) if count > WRITTEN_CELLS else SQUARE)
     matrix = np.asarray(matrix, dtype=float)
     ax.imshow(matrix, cmap="RdBu", vmin=-1.0, vmax=1.0)
-    names = [label(t, 32) for t in terms]
-    ax.set_xticks(range(len(terms)), names, rotation=30, ha="right")
-    ax.set_yticks(range(len(terms)), names)
-    return _finish_map(ax, matrix, lambda value: abs(value) > 0.6,
-                       "median cosine (-1 opposed, 0 unrelated, 1 aligned)", "Gradient cosine between terms")
+    names = [label(t, 32 if count <= WRITTEN_CELLS else 24) for t in terms]
+    ax.set_xticks(range(count), names, rotation=30 if count <= WRITTEN_CELLS else 90, ha="right")
+    ax.set_yticks(range(count), names)
+    figure = _finish_map(ax, matrix if count <= WRITTEN_CELLS else None, lambda value: abs(value) > 0.6,
+                         "median cosine (-1 opposed, 0 unrelated, 1 aligned)", "Gradient cosine between terms")
+    ax.tick_params(labelsize=_tick_size(count))
+    return figure
+
+
+def _tick_size(count: int) -> float:
+    """Tick labels shrink past WRITTEN_CELLS rows or columns, down to 5 points, so they do not overlap."""
+    return FONT if count <= WRITTEN_CELLS else max(5.0, FONT - (count - WRITTEN_CELLS) / 12)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,16 +225,17 @@ class CheckCurve:
 def check_curves(curves: Sequence[CheckCurve], ax: Optional[Sequence[Axes]] = None) -> Figure:
     """Small multiples, one panel a term: its loss trained alone against the same term under the combined loss."""
     if ax is None:
-        columns = min(len(curves), 3)
+        columns = min(len(curves), 3 if len(curves) <= 9 else 5)
         rows = math.ceil(len(curves) / columns)
-        figure = Figure(figsize=(2.6 * columns + 0.6, 2.3 * rows + 0.4), layout="constrained")
+        width, height = (2.6, 2.3) if len(curves) <= 9 else (2.0, 1.7)
+        figure = Figure(figsize=(width * columns + 0.6, height * rows + 0.4), layout="constrained")
         panels = list(figure.subplots(rows, columns, squeeze=False).ravel())
         for spare in panels[len(curves):]:
             spare.set_axis_off()
     else:
         panels = list(ax)
     for panel, curve in zip(panels, curves):
-        title = f"{label(curve.term, 28)}: {curve.status}"
+        title = f"{label(curve.term, 28 if len(curves) <= 9 else 18)}: {curve.status}"
         alone, combined = np.asarray(curve.alone, dtype=float), np.asarray(curve.combined, dtype=float)
         if not alone.size:
             reason = textwrap.fill(label(curve.reason or "no curve recorded", 90), 30)
@@ -271,7 +313,7 @@ def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Seque
     ax.bar(x + width / 2, suggested, width, color=SUGGESTED, edgecolor="black", label="suggested")
     values = np.concatenate([current, suggested])
     for position, value in zip(np.concatenate([x - width / 2, x + width / 2]), values):
-        if value > 0:
+        if value > 0 and len(terms) <= WRITTEN_CELLS:
             ax.text(position, value, f"{value:.3g}", ha="center", va="bottom", fontsize=FONT - 1)
     positive = values[values > 0]
     if positive.size and positive.max() / positive.min() >= 20:
@@ -284,13 +326,19 @@ def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Seque
 def layer_map(modules: Sequence[str], terms: Sequence[str], shares: np.ndarray, ax: Optional[Axes] = None) -> Figure:
     """Each term's share of the weighted gradient in each shared module (rows: modules, columns: terms)."""
     shares = np.asarray(shares, dtype=float)
-    height = float(np.clip(1.2 + 0.3 * len(modules), 2.6, 14.0))
-    ax = _axes(ax, (max(3.6, 1.6 + 1.0 * len(terms)), height))
+    count = len(terms)
+    height = float(np.clip(1.2 + 0.3 * len(modules), 2.6, 14.0)) + (1.0 if count > WRITTEN_CELLS else 0.0)
+    width = 1.6 + 1.0 * count if count <= WRITTEN_CELLS else 2.6 + 0.16 * count
+    ax = _axes(ax, (float(np.clip(width, 3.6, 11.0)), height))
     ax.imshow(shares, cmap="cividis", vmin=0.0, vmax=1.0, aspect="auto")
-    ax.set_xticks(range(len(terms)), [label(t, 32) for t in terms], rotation=30, ha="right")
+    ax.set_xticks(range(count), [label(t, 32 if count <= WRITTEN_CELLS else 24) for t in terms],
+                  rotation=30 if count <= WRITTEN_CELLS else 90, ha="right")
     ax.set_yticks(range(len(modules)), [label(m, 36) for m in modules])
-    return _finish_map(ax, shares if shares.size <= 160 else None, lambda value: value <= 0.6,
-                       "share of the module's gradient", "Share of each shared module's gradient", FONT - 1)
+    written = shares.size <= 160 and count <= WRITTEN_CELLS
+    figure = _finish_map(ax, shares if written else None, lambda value: value <= 0.6,
+                         "share of the module's gradient", "Share of each shared module's gradient", FONT - 1)
+    ax.tick_params(axis="x", labelsize=_tick_size(count))
+    return figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -305,11 +353,17 @@ class ReportFigure:
 
 
 DPI = 110
+MIN_DPI = 60
+MAX_PIXELS = 1_200_000
+FIGURES_BUDGET = 1_200_000
 FIGURE_NAMES = ("losses", "shares", "grad_norms", "cosines", "checks", "alpha", "weights", "layers")
 
 
 def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
-    """A figure as PNG bytes, without the software tag, so the same figure gives the same file."""
+    """A figure as PNG bytes, without the software tag, so the same figure gives the same file; a large figure
+    (many terms) gets a lower resolution, at most MAX_PIXELS, so the page stays small."""
+    width, height = figure.get_size_inches()
+    dpi = min(dpi, int(math.sqrt(MAX_PIXELS / (width * height))))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
     return buffer.getvalue()
@@ -352,9 +406,13 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     no_grads = "no recorded gradient of two terms on shared parameters"
     figures = []
 
+    draws: dict[str, Callable[[], Figure]] = {}
+
     def add(name: str, title: str, caption: str, draw: Optional[Callable[[], Figure]], note: str = "") -> None:
         figures.append(ReportFigure(name, title, caption, png_bytes(draw())) if draw is not None
                        else ReportFigure(name, title, caption, note=note))
+        if draw is not None:
+            draws[name] = draw
 
     add("losses", "Loss curves", "Each term's loss at every step, on a log axis. A term that stays flat while "
         "the others fall is being drowned.",
@@ -396,4 +454,19 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
         "the network one term takes over.",
         (lambda: layer_map(modules, terms, shares)) if has_grads and modules else None,
         "no per-module gradient recorded")
+    return within_budget(figures, draws)
+
+
+def within_budget(figures: list[ReportFigure], draws: Mapping[str, Callable[[], Figure]]) -> list[ReportFigure]:
+    """Redraw the largest figure at a lower resolution until all fit in FIGURES_BUDGET bytes (the page stays
+    under 2 MB once they are base64 text), never below MIN_DPI."""
+    dpis = {figure.name: DPI for figure in figures}
+    while sum(len(f.png or b"") for f in figures) > FIGURES_BUDGET:
+        shrinkable = [i for i, f in enumerate(figures) if f.png is not None and dpis[f.name] > MIN_DPI]
+        if not shrinkable:
+            break
+        index = max(shrinkable, key=lambda i: len(figures[i].png))
+        name = figures[index].name
+        dpis[name] = max(MIN_DPI, int(dpis[name] * 0.8))
+        figures[index] = dataclasses.replace(figures[index], png=png_bytes(draws[name](), dpis[name]))
     return figures

@@ -1,0 +1,100 @@
+"""The output folder through the real command line: a run replaces lossdiag's earlier outputs only when it
+succeeds, keeps its streamed records where its message says when it fails, and never touches a file it did not
+write (`--out .` in a folder with the user's own files)."""
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from cli_helpers import ENV, run_cli
+
+MODEL = textwrap.dedent("""
+    import os
+    import torch
+    import torch.nn as nn
+
+    def build_model():
+        torch.manual_seed(0)
+        return nn.Linear(3, 2)
+
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(8, 3, generator=g) for _ in range(4)]
+
+    CALLS = [0]
+
+    def losses(model, x):
+        CALLS[0] += 1
+        if CALLS[0] == int(os.environ.get("FAIL_AT_CALL", "0")):
+            raise RuntimeError("the data went away")
+        out = model(x)
+        return {"a": out[:, 0].pow(2).mean(), "b": (out[:, 1] - 1).pow(2).mean()}
+""")
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def first_run(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
+    model, out = tmp_path / "model.py", tmp_path / "out"
+    model.write_text(MODEL)
+    completed = run_cli("profile", model, "--steps", "12", "--check-steps", "10", "--out", out)
+    assert completed.returncode == 0, completed.stderr
+    (out / "notes.txt").write_text("the user's own file")
+    return model, out, snapshot(out)
+
+
+def test_a_later_usage_error_leaves_the_earlier_outputs_and_names_the_kept_records(tmp_path):
+    model, out, before = first_run(tmp_path)
+    completed = subprocess.run([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "12",
+                                "--no-checks", "--out", str(out)], env={**ENV, "FAIL_AT_CALL": "8"},
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert completed.returncode == 2
+    line = completed.stderr.strip()
+    assert "at step 6 raised RuntimeError: the data went away" in line and len(line.splitlines()) == 1
+    assert snapshot(out) == before
+    kept = next(out.glob("lossdiag-unfinished-*/records.jsonl"))
+    assert f"the records streamed so far are kept in {kept}" in line
+    assert sum('"kind":"step"' in row for row in kept.read_text().splitlines()) == 6
+    report = run_cli("report", kept.parent)
+    assert report.returncode == 0, report.stderr
+
+
+def _small_files() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+
+
+def test_a_failed_write_leaves_the_earlier_outputs_whole(tmp_path):
+    model, out, before = first_run(tmp_path)
+    completed = subprocess.run([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "20",
+                                "--check-steps", "10", "--seed", "3", "--out", str(out)], env=ENV,
+                               capture_output=True, text=True, stdin=subprocess.DEVNULL, preexec_fn=_small_files)
+    assert completed.returncode == 2, completed.stderr
+    assert "cannot write the outputs" in completed.stderr and "Traceback" not in completed.stderr
+    assert snapshot(out) == before
+
+
+def test_out_dot_never_touches_the_users_files(tmp_path):
+    model = tmp_path / "model.py"
+    model.write_text(MODEL)
+    (tmp_path / "weights.png").write_bytes(b"my own figure")
+    refused = run_cli("profile", model, "--steps", "12", "--no-checks", "--out", ".", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "'weights.png' there was not written by lossdiag; choose another --out" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py", "weights.png"]
+    (tmp_path / "weights.png").rename(tmp_path / "mine.png")
+    for steps in ("12", "14"):
+        completed = run_cli("profile", model, "--steps", steps, "--check-steps", "10", "--out", ".", cwd=tmp_path)
+        assert completed.returncode == 0, completed.stderr
+    assert (tmp_path / "mine.png").read_bytes() == b"my own figure"
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"model.py", "mine.png", "records.jsonl", "summary.json", "report.html"} <= names
+    assert not any(name.startswith("lossdiag-unfinished-") for name in names)
+    assert os.path.getsize(tmp_path / "report.html") > 0
