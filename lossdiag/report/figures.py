@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 from lossdiag.diagnose import Diagnosis
 from lossdiag.report.downsample import MAX_POINTS, bucket_mean, bucket_range, rolling_mean, smoothing_window
@@ -225,10 +225,14 @@ class CheckCurve:
 def check_curves(curves: Sequence[CheckCurve], ax: Optional[Sequence[Axes]] = None) -> Figure:
     """Small multiples, one panel a term: its loss trained alone against the same term under the combined loss."""
     if ax is None:
-        columns = min(len(curves), 3 if len(curves) <= 9 else 5)
+        few = len(curves) <= 9
+        columns = min(len(curves), 3 if few else 5)
         rows = math.ceil(len(curves) / columns)
-        width, height = (2.6, 2.3) if len(curves) <= 9 else (2.0, 1.7)
-        figure = Figure(figsize=(width * columns + 0.6, height * rows + 0.4), layout="constrained")
+        width, height = (2.6, 2.3) if few else (2.0, 1.7)
+        figure = Figure(figsize=(width * columns + 0.6, height * rows + 0.4), layout="constrained" if few else None)
+        if not few:  # constrained layout over dozens of panels takes minutes; a fixed grid reads as well
+            figure.subplots_adjust(left=0.06, right=0.99, bottom=0.5 / (height * rows), top=1 - 0.4 / (height * rows),
+                                   wspace=0.45, hspace=0.75)
         panels = list(figure.subplots(rows, columns, squeeze=False).ravel())
         for spare in panels[len(curves):]:
             spare.set_axis_off()
@@ -249,6 +253,10 @@ def check_curves(curves: Sequence[CheckCurve], ax: Optional[Sequence[Axes]] = No
             x, y = bucket_mean(np.arange(len(values)), values)
             panel.plot(x, y, linewidth=1.3, markevery=max(1, len(x) // 6), markersize=3.5, label=name, **style(k))
         _finish(panel, title, "step", "loss")
+        if len(curves) > 9:
+            panel.xaxis.set_major_locator(MaxNLocator(3))
+            panel.yaxis.set_minor_locator(NullLocator())
+            panel.yaxis.set_minor_formatter(NullFormatter())
     _legend(next((p for p in panels if p.get_lines()), panels[0]))
     return panels[0].get_figure(root=True)
 
@@ -354,7 +362,7 @@ class ReportFigure:
 
 DPI = 110
 MIN_DPI = 60
-MAX_PIXELS = 1_200_000
+MAX_PIXELS = 800_000
 FIGURES_BUDGET = 1_200_000
 FIGURE_NAMES = ("losses", "shares", "grad_norms", "cosines", "checks", "alpha", "weights", "layers")
 
