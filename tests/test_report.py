@@ -251,7 +251,8 @@ def test_three_terms_get_the_weights_figure_and_a_clean_page(fixtures, tmp_path)
 
 
 def test_a_figure_this_run_cannot_draw_removes_an_older_png(tmp_path):
-    (tmp_path / "checks.png").write_bytes(b"from an older run")
+    lossdiag.profile(DeepSupervision, BATCHES, deep_supervision_terms, steps=5, check_steps=10, out=str(tmp_path))
+    assert (tmp_path / "checks.png").exists()
     lossdiag.profile(DeepSupervision, BATCHES, deep_supervision_terms, steps=5, no_checks=True, out=str(tmp_path))
     assert not (tmp_path / "checks.png").exists()
     assert "not drawn (no single-term checks in this run)" in (tmp_path / "report.html").read_text()
