@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Callable
@@ -45,3 +46,41 @@ def kill_when(child: subprocess.Popen, ready: Callable[[], bool], timeout: float
             child.kill()
             child.wait()
         child.stderr.close()
+
+
+LINEAR_MODEL = textwrap.dedent("""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    import torch
+    import torch.nn as nn
+
+    def build_model():
+        torch.manual_seed(0)
+        return nn.Linear(3, 2)
+
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        return [torch.randn(8, 3, generator=g) for _ in range(4)]
+
+    CALLS = [0]
+    NAMES = ["a", "b"]
+
+    def before_call(call):
+        \"\"\"What a test appends replaces this, to fail, slow down or exit at a given call of losses().\"\"\"
+
+    def losses(model, x):
+        CALLS[0] += 1
+        before_call(CALLS[0])
+        out = model(x)
+        return {NAMES[0]: out[:, 0].pow(2).mean(), NAMES[1]: (out[:, 1] - 1).pow(2).mean()}
+""")
+
+
+def model_file(folder: Path, extra: str = "") -> Path:
+    """A two-term model file in `folder`, with `extra` source appended (it may redefine any name)."""
+    path = folder / "model.py"
+    path.write_text(LINEAR_MODEL + textwrap.dedent(extra))
+    return path

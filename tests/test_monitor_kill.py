@@ -6,9 +6,10 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from cli_helpers import kill_when
+from cli_helpers import kill_when, model_file
 from lossdiag.record.stream import read_records
 
 TRAIN = textwrap.dedent("""
@@ -89,24 +90,16 @@ PAUSED = textwrap.dedent("""
 """)
 
 
-def _kill_when(child: subprocess.Popen, marker: Path, then: float) -> None:
-    """SIGKILL the child `then` seconds after `marker` appears."""
-    try:
-        deadline = time.monotonic() + 180
-        while not marker.exists():
-            if child.poll() is not None:
-                pytest.fail(f"the script stopped: {child.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the script did not reach its pause within 180 s")
-            time.sleep(0.1)
-        time.sleep(then)
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-        child.stderr.close()
+def _kill_after(child: subprocess.Popen, marker: Path, seconds: float) -> None:
+    """SIGKILL the child `seconds` after `marker` appears."""
+    seen: list[float] = []
+
+    def ready() -> bool:
+        if not seen and marker.exists():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] >= seconds
+
+    kill_when(child, ready, 180, f"{marker.name} plus {seconds:g} s")
 
 
 def test_a_monitor_killed_while_the_loop_pauses_keeps_every_step(tmp_path):
@@ -114,44 +107,20 @@ def test_a_monitor_killed_while_the_loop_pauses_keeps_every_step(tmp_path):
     script.write_text(PAUSED)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, str(script), str(run), str(marker)], env=env, stderr=subprocess.PIPE)
-    _kill_when(child, marker, 2.5)
+    _kill_after(child, marker, 2.5)
     assert _flushed_steps(run / "records.jsonl") == 301
 
 
-SLOW_CHECKS = textwrap.dedent("""
-    import time
-    from pathlib import Path
-    import torch
-    import torch.nn as nn
-
-    MARKER = Path(__file__).with_name("checking")
-    CALLS = [0]
-
-    def build_model():
-        torch.manual_seed(0)
-        return nn.Linear(3, 2)
-
-    def batches():
-        g = torch.Generator().manual_seed(0)
-        return [torch.randn(8, 3, generator=g) for _ in range(4)]
-
-    def losses(model, x):
-        CALLS[0] += 1
-        if CALLS[0] > 301:  # call 1 counts the terms, 2..301 are the 300 profiled steps
-            MARKER.touch()
-            time.sleep(0.05)
-        out = model(x)
-        return {"a": out[:, 0].pow(2).mean(), "b": (out[:, 1] - 1).pow(2).mean()}
-""")
+SLOW_CHECKS = ("def before_call(call):\n    if call > 301:  # call 1 counts the terms, 2..301 are the 300 steps\n"
+               "        Path(__file__).with_name('checking').touch()\n        time.sleep(0.05)\n")
 
 
 def test_a_profile_killed_during_the_checks_keeps_every_step_and_the_end(tmp_path):
-    model = tmp_path / "model.py"
-    model.write_text(SLOW_CHECKS)
+    model = model_file(tmp_path, SLOW_CHECKS)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     child = subprocess.Popen([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "300",
                               "--out", str(tmp_path / "out")], env=env, stderr=subprocess.PIPE)
-    _kill_when(child, tmp_path / "checking", 2.5)
+    _kill_after(child, tmp_path / "checking", 2.5)
     kept = list((tmp_path / "out").glob("lossdiag-unfinished-*/records.jsonl"))
     assert len(kept) == 1 and not (tmp_path / "out" / "records.jsonl").exists()
     records, _ = read_records(kept[0])

@@ -8,33 +8,12 @@ import resource
 import signal
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
-from cli_helpers import ENV, run_cli
+from cli_helpers import ENV, model_file, run_cli
 
-MODEL = textwrap.dedent("""
-    import os
-    import torch
-    import torch.nn as nn
-
-    def build_model():
-        torch.manual_seed(0)
-        return nn.Linear(3, 2)
-
-    def batches():
-        g = torch.Generator().manual_seed(0)
-        return [torch.randn(8, 3, generator=g) for _ in range(4)]
-
-    CALLS = [0]
-
-    def losses(model, x):
-        CALLS[0] += 1
-        if CALLS[0] == int(os.environ.get("FAIL_AT_CALL", "0")):
-            raise RuntimeError("the data went away")
-        out = model(x)
-        return {"a": out[:, 0].pow(2).mean(), "b": (out[:, 1] - 1).pow(2).mean()}
-""")
+FAILING = ("def before_call(call):\n    if call == int(os.environ.get('FAIL_AT_CALL', '0')):\n"
+           "        raise RuntimeError('the data went away')\n")
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -42,8 +21,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def first_run(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
-    model, out = tmp_path / "model.py", tmp_path / "out"
-    model.write_text(MODEL)
+    model, out = model_file(tmp_path, FAILING), tmp_path / "out"
     completed = run_cli("profile", model, "--steps", "12", "--check-steps", "10", "--out", out)
     assert completed.returncode == 0, completed.stderr
     (out / "notes.txt").write_text("the user's own file")
@@ -82,8 +60,7 @@ def test_a_failed_write_leaves_the_earlier_outputs_whole(tmp_path):
 
 
 def test_out_dot_never_touches_the_users_files(tmp_path):
-    model = tmp_path / "model.py"
-    model.write_text(MODEL)
+    model = model_file(tmp_path)
     (tmp_path / "weights.png").write_bytes(b"my own figure")
     refused = run_cli("profile", model, "--steps", "12", "--no-checks", "--out", ".", cwd=tmp_path)
     assert refused.returncode == 2

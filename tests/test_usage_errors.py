@@ -2,54 +2,13 @@
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 import lossdiag
-from cli_helpers import run_cli
+from cli_helpers import model_file, run_cli
 from lossdiag.config import format_pairs, parse_weights
-
-MODEL = textwrap.dedent("""
-    import sys
-    import torch
-    import torch.nn as nn
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.trunk, self.a, self.b = nn.Linear(3, 4), nn.Linear(4, 1), nn.Linear(4, 1)
-
-        def forward(self, x):
-            h = torch.tanh(self.trunk(x))
-            return self.a(h).squeeze(-1), self.b(h).squeeze(-1)
-
-    def build_model():
-        torch.manual_seed(0)
-        return Net()
-
-    def batches():
-        g = torch.Generator().manual_seed(0)
-        return [torch.randn(8, 3, generator=g) for _ in range(4)]
-
-    CALLS = [0]
-
-    def losses(model, x):
-        CALLS[0] += 1
-        a, b = model(x)
-        return {NAMES[0]: (a - x[:, 0]).pow(2).mean(), NAMES[1]: (b - x[:, 1]).pow(2).mean()}
-
-    NAMES = ["first", "second"]
-""")
-
-
-def model_file(folder: Path, extra: str = "") -> Path:
-    path = folder / "model.py"
-    path.write_text(MODEL + textwrap.dedent(extra))
-    return path
-
 
 def assert_usage_error(completed, *expected: str) -> None:
     """Exit 2, one line on stderr naming the problem, no traceback."""
@@ -86,8 +45,8 @@ OPTION_CASES = {
     "device-nonsense": (["--device", "nonsense"], "'device' 'nonsense' is not a device torch knows"),
     "device-cuda-99": (["--device", "cuda:99"], "'device' 'cuda:99' is not available"),
     "seed-2-32": (["--seed", str(2 ** 32)], "'seed' must be below 2**32"),
-    "weight-1e308": (["--weights", "first=1e308"], "weight of 'first' must be at most 1e+30"),
-    "weight-text": (["--weights", "first=heavy"], "weight of 'first' must be a number"),
+    "weight-1e308": (["--weights", "a=1e308"], "weight of 'a' must be at most 1e+30"),
+    "weight-text": (["--weights", "a=heavy"], "weight of 'a' must be a number"),
 }
 
 
@@ -113,9 +72,9 @@ def test_debug_keeps_the_exit_code_and_adds_the_traceback(tmp_path):
 
 
 MODEL_CASES = {
-    "sys-exit": ("def losses(model, x):\n    sys.exit(0)\n", "losses(model, batch) at step 0 called sys.exit(0)"),
-    "raises-at-step-30": ("_losses = losses\ndef losses(model, x):\n    if CALLS[0] == 31:  # step 30: call 1 counts the terms\n"
-                          "        raise KeyError('label')\n    return _losses(model, x)\n",
+    "sys-exit": ("def before_call(call):\n    sys.exit(0)\n", "losses(model, batch) at step 0 called sys.exit(0)"),
+    "raises-at-step-30": ("def before_call(call):\n    if call == 32:  # step 30: call 1 counts the terms\n"
+                          "        raise KeyError('label')\n",
                           "losses(model, batch) at step 30 raised KeyError: 'label'"),
     "no-parameters": ("def build_model():\n    return nn.Tanh()\n",
                       "build_model() returned a Tanh with no trainable parameter"),
@@ -131,7 +90,7 @@ def test_a_model_file_fault_names_what_and_when(tmp_path, case):
 
 
 def test_a_one_term_profile_says_there_is_nothing_to_balance_and_runs_only_the_checks(tmp_path):
-    extra = "_losses = losses\ndef losses(model, x):\n    return {'only': _losses(model, x)['first']}\n"
+    extra = "_losses = losses\ndef losses(model, x):\n    return {'only': _losses(model, x)['a']}\n"
     completed = run_cli("profile", model_file(tmp_path, extra), "--check-steps", "12", "--out", tmp_path / "out")
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
