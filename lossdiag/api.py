@@ -80,7 +80,8 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
 
 
 def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
-    """Record the main run (streamed to config.out when set), refine the suggestion, run the checks, and diagnose."""
+    """Record the main run, refine the suggestion, run the checks, and diagnose; with config.out, records stream into
+    a staging folder inside it, swapped in with the report only when the run succeeds (kept and named if it fails)."""
     ensure_steps(config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
     staging: Optional[Staging] = None
