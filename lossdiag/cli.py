@@ -212,7 +212,7 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
             raise
         raise SpecError(f"{path}: not lossdiag records ({exc})") from None
     summary = build_summary(diagnosis)
-    write_outputs(target, diagnosis, summary, keep=(RECORDS,) if target.resolve() == folder.resolve() else ())
+    write_outputs(target, diagnosis, summary)
     click.echo(render(summary, None, str(target)), nl=False)
     click.echo(f"report: {safe(target / REPORT)}")
 

@@ -344,7 +344,7 @@ class Monitor:
             if self._writer is not None:
                 self._writer.close()
         diagnosis, self._summary = self._diagnose()
-        write_outputs(self.out, diagnosis, self._summary, keep=(RECORDS,))
+        write_outputs(self.out, diagnosis, self._summary)
         return self._summary
 
     def _diagnose(self) -> tuple[Diagnosis, dict]:

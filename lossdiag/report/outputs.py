@@ -138,8 +138,9 @@ def publish(staging: Staging, diagnosis: Diagnosis, summary: dict, records: Opti
         raise
 
 
-def write_outputs(out: str | Path, diagnosis: Diagnosis, summary: dict, records: Optional[Sequence[dict]] = None,
-                  keep: Collection[str] = ()) -> None:
+def write_outputs(out: str | Path, diagnosis: Diagnosis, summary: dict,
+                  records: Optional[Sequence[dict]] = None) -> None:
     """Write summary.json, the PNG figures and report.html (and `records`, when given) into `out` through a
-    staging folder. `keep` names files the run wrote in `out` itself (a Monitor's records.jsonl), which stay."""
-    publish(Staging(out, keep), diagnosis, summary, records)
+    staging folder; without `records`, the records.jsonl already in `out` (a Monitor's, or the one
+    `lossdiag report` read) stays as it is."""
+    publish(Staging(out, keep=() if records is not None else (RECORDS,)), diagnosis, summary, records)
