@@ -78,11 +78,12 @@ class Ranks:
                             "DistributedDataParallel(find_unused_parameters=True), which joins the model's outputs "
                             "in one node; use scope='all' (exact) or find_unused_parameters=False")
         twins = _unsharded_twins(model)
-        reach = torch.zeros(len(layout.reached), len(layout.parameters), dtype=torch.int32)
-        for k, value in enumerate(terms.values()):
+        rows = []
+        for value in terms.values():
             leaves = _reached(value)
-            reach[k] = torch.tensor([id(p) in leaves or twins.get(id(p)) in leaves for p in layout.parameters],
-                                    dtype=torch.int32)
+            rows.append([id(p) in leaves or twins.get(id(p)) in leaves for p in layout.parameters])
+        device = next(iter(terms.values())).device  # NCCL reduces only tensors on the GPU
+        reach = torch.tensor(rows, dtype=torch.int32).reshape(len(rows), len(layout.parameters)).to(device)
         dist.all_reduce(reach, op=dist.ReduceOp.MAX)
         reached = {term: tuple(reach[k].nonzero().flatten().tolist()) for k, term in enumerate(layout.reached)}
         shared = tuple((reach.sum(0) >= 2).nonzero().flatten().tolist())
@@ -169,7 +170,11 @@ def _reached(term: torch.Tensor) -> set[int]:
 
 
 def _unsharded_twins(model: torch.nn.Module) -> dict[int, int]:
-    """For each parameter FSDP2 shards, the id of the unsharded parameter its forward puts in the graph."""
+    """For each parameter FSDP2 shards, the id of the unsharded parameter its forward puts in the graph.
+
+    Read from FSDP2's internal parameter groups (as of torch 2.13), each lookup guarded: should they change, the
+    sharded parameters count as unreached (a false no-grad-path finding), while the scope's numbers stay exact.
+    """
     twins: dict[int, int] = {}
     for module in model.modules():
         state = module._get_fsdp_state() if hasattr(module, "_get_fsdp_state") else None
