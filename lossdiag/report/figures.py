@@ -311,7 +311,8 @@ def alpha_curve(alphas: np.ndarray, first_share: np.ndarray, suggested: float, c
 def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Sequence[float],
                 ax: Optional[Axes] = None) -> Figure:
     """Current weights (normalised to sum 1) beside the suggested ones; a log axis when they span decades."""
-    ax = _axes(ax, WIDE)
+    crowded = len(terms) > WRITTEN_CELLS
+    ax = _axes(ax, (WIDE[0], WIDE[1] + 1.2) if crowded else WIDE)
     current = np.abs(np.asarray(current, dtype=float))
     current = current / current.sum() if current.sum() > 0 else current
     suggested = np.asarray(suggested, dtype=float)
@@ -321,14 +322,16 @@ def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Seque
     ax.bar(x + width / 2, suggested, width, color=SUGGESTED, edgecolor="black", label="suggested")
     values = np.concatenate([current, suggested])
     for position, value in zip(np.concatenate([x - width / 2, x + width / 2]), values):
-        if value > 0 and len(terms) <= WRITTEN_CELLS:
+        if value > 0 and not crowded:
             ax.text(position, value, f"{value:.3g}", ha="center", va="bottom", fontsize=FONT - 1)
     positive = values[values > 0]
     if positive.size and positive.max() / positive.min() >= 20:
         ax.set_yscale("log")
-    ax.set_xticks(x, [label(t, 32) for t in terms], rotation=20, ha="right")
+    ax.set_xticks(x, [label(t, 24 if crowded else 32) for t in terms], rotation=90 if crowded else 20, ha="right")
     _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _finish(ax, "Weights: current (normalised to sum 1) and suggested", "", "weight")
+    figure = _finish(ax, "Weights: current (normalised to sum 1) and suggested", "", "weight")
+    ax.tick_params(axis="x", labelsize=_tick_size(len(terms)))
+    return figure
 
 
 def layer_map(modules: Sequence[str], terms: Sequence[str], shares: np.ndarray, ax: Optional[Axes] = None) -> Figure:
