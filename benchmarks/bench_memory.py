@@ -4,7 +4,9 @@ Each method trains a fresh problem from benchmarks/models.py (SGD, lr 1e-3) for 
 subprocess (`--child METHOD PROBLEM STEPS`), so its peak resident set size (ru_maxrss, Linux) is its own.
 Every child imports the same modules (peers included) before training, so the peaks differ by training alone.
 The table gives each peak, its excess over the plain loop's, and that excess in units of the model's parameter
-memory: K per-term gradients should cost at most about K x that. A Monitor's peak is read before close() and
+memory and of its shared parameters' memory: a recorded step holds the K per-term gradients and, for the Gram
+matrix, pieces of at most a few MiB, so its excess stays under (K + 1) x the shared parameters' memory. The `wide`
+problem (12.6M shared parameters, --wide-steps steps) is where that bound is measured. A Monitor's peak is read before close() and
 again after it (close() draws the report's figures with matplotlib, unrelated to training). One more child runs
 the Monitor at the default schedule for --growth-steps steps on the MLP and compares its RSS after 20% of the
 steps with its RSS at the end, to show that nothing grows with the number of steps.
@@ -14,7 +16,8 @@ a few small tensors that outlive a step keep freed memory from going back: RSS t
 no live tensor holds. --mmap-threshold BYTES fixes the threshold in the children (MALLOC_MMAP_THRESHOLD_), which
 separates the memory held from that fragmentation.
 
-Run: OMP_NUM_THREADS=1 python benchmarks/bench_memory.py [--steps 300] [--growth-steps 2000] [--mmap-threshold 65536]
+Run: OMP_NUM_THREADS=1 python benchmarks/bench_memory.py [--steps 300] [--wide-steps 20] [--growth-steps 2000]
+     [--problems mlp,convnet,wide] [--mmap-threshold 65536]   (--growth-steps 0 skips the growth run)
 Peers (optional): pip install --no-deps -c constraints.txt -r benchmarks/requirements-peers.txt
 """
 from __future__ import annotations
@@ -36,11 +39,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.bench_monitor import monitored_step, plain_step  # noqa: E402
 from benchmarks.bench_record import Step, lossdiag_step  # noqa: E402
 from benchmarks.models import Problem, convnet_problem, mlp_problem  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
 from benchmarks.peers import _libmtl_weighting_class, libmtl_step, naive_step, torchjd_step  # noqa: E402
 from lossdiag import Monitor  # noqa: E402
 from lossdiag.record.schedule import DEFAULT_EVERY  # noqa: E402
 
-PROBLEMS = {"mlp": mlp_problem, "convnet": convnet_problem}
+
+
+def wide_problem(seed: int = 0) -> Problem:
+    """A trunk of three 2048 x 2048 layers (12.6M shared parameters, 48 MiB) and two heads, batch 16, K = 2: the
+    per-term gradients, not the activations, decide its memory."""
+    torch.manual_seed(seed)
+    model = nn.ModuleDict({"trunk": nn.Sequential(*[nn.Sequential(nn.Linear(2048, 2048), nn.Tanh()) for _ in range(3)]),
+                           "first": nn.Linear(2048, 8), "second": nn.Linear(2048, 1)})
+
+    def make_batch(step: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        x = torch.randn(16, 2048, generator=gen)
+        return {"x": x, "label": torch.randint(0, 8, (16,), generator=gen), "target": x[:, 0]}
+
+    def losses(m: nn.Module, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = m["trunk"](batch["x"])
+        return {"classification": F.cross_entropy(m["first"](h), batch["label"]),
+                "regression": F.mse_loss(m["second"](h).squeeze(-1), batch["target"])}
+
+    return Problem("wide", model, make_batch, losses, "trunk")
+
+
+PROBLEMS = {"mlp": mlp_problem, "convnet": convnet_problem, "wide": wide_problem}
 METHODS = {
     "plain": "plain loop",
     "profile": "lossdiag profile, recorded step on every step",
@@ -75,7 +102,7 @@ def make_step(method: str, problem: Problem, out: Path) -> tuple[Step, Monitor |
         return monitored_step(monitor), monitor
     steps: dict[str, Step] = {
         "plain": plain_step,
-        "profile": lossdiag_step({}),
+        "profile": lossdiag_step(),
         "naive": naive_step,
         "torchjd": lambda p, o, b: torchjd_step(p, o, b, parallel_chunk_size=1),
         "libmtl": libmtl_step,
@@ -95,8 +122,10 @@ def child(method: str, problem_name: str, steps: int) -> dict:
     baseline = peak_kib()
     problem = PROBLEMS[problem_name]()
     params = sum(p.numel() * p.element_size() for p in problem.model.parameters())
+    shared = sum(p.numel() * p.element_size() for p in problem.shared_parameters())
+    terms = len(problem.losses(problem.model, problem.make_batch(0)))
     opt = torch.optim.SGD(problem.model.parameters(), lr=1e-3)
-    result = {"params_kib": params / 1024, "baseline_kib": baseline}
+    result = {"params_kib": params / 1024, "shared_kib": shared / 1024, "terms": terms, "baseline_kib": baseline}
     with tempfile.TemporaryDirectory() as folder:
         step, monitor = make_step(method, problem, Path(folder))
         for index in range(steps):
@@ -132,17 +161,17 @@ def table(problem: str, steps: int, env: dict[str, str]) -> None:
         if "skipped" in results[method]:
             print(f"  {method} skipped: {results[method]['skipped']}", file=sys.stderr)
     plain = results["plain"]
-    print(f"\n### {problem}: {steps} steps; parameters {mib(plain['params_kib'])} MiB; "
-          f"after imports {mib(plain['baseline_kib'])} MiB\n")
+    print(f"\n### {problem}: {steps} steps; parameters {mib(plain['params_kib'])} MiB, shared "
+          f"{mib(plain['shared_kib'])} MiB; K = {plain['terms']}; after imports {mib(plain['baseline_kib'])} MiB\n")
     print("| method | peak RSS (MiB) | extra over plain loop (MiB) | extra / parameter memory | "
-          "peak after close() (MiB) |\n| --- | --- | --- | --- | --- |")
+          "extra / shared parameter memory | peak after close() (MiB) |\n| --- | --- | --- | --- | --- | --- |")
     for method, result in results.items():
         if "skipped" in result:
             continue
         extra = result["peak_kib"] - plain["peak_kib"]
         closing = mib(result["close_peak_kib"]) if "close_peak_kib" in result else "-"
         print(f"| {METHODS[method]} | {mib(result['peak_kib'])} | {extra / 1024:+.1f} | "
-              f"{extra / plain['params_kib']:+.1f} | {closing} |")
+              f"{extra / plain['params_kib']:+.1f} | {extra / plain['shared_kib']:+.2f} | {closing} |")
 
 
 def growth(steps: int, env: dict[str, str]) -> None:
@@ -159,7 +188,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--growth-steps", type=int, default=2000)
-    parser.add_argument("--problems", default="mlp,convnet")
+    parser.add_argument("--problems", default="mlp,convnet,wide")
+    parser.add_argument("--wide-steps", type=int, default=20, help="steps on the 12.6M-parameter problem")
     parser.add_argument("--mmap-threshold", type=int, help="glibc's MALLOC_MMAP_THRESHOLD_ for the children")
     parser.add_argument("--child", nargs=3, metavar=("METHOD", "PROBLEM", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -175,8 +205,9 @@ def main(argv: list[str] | None = None) -> None:
         allocator = f"MALLOC_MMAP_THRESHOLD_={args.mmap_threshold}"
     print(f"torch {torch.__version__}, 1 thread, one fresh process per method, {allocator}; peak RSS is ru_maxrss")
     for problem in args.problems.split(","):
-        table(problem, args.steps, env)
-    growth(args.growth_steps, env)
+        table(problem, args.wide_steps if problem == "wide" else args.steps, env)
+    if args.growth_steps:
+        growth(args.growth_steps, env)
     print(f"\nwall time {time.perf_counter() - start:.0f} s")
 
 

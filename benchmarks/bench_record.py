@@ -20,36 +20,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.models import Problem, convnet_problem, mlp_problem  # noqa: E402
 from benchmarks.peers import libmtl_step, naive_step, plain_step, torchjd_step  # noqa: E402
-from lossdiag.record.gradients import apply_update, shared_statistics, term_gradients  # noqa: E402
-from lossdiag.record.shared import Layout, discover  # noqa: E402
+from lossdiag.record.gradients import apply_update, recorded_step, term_gradients, trainable_parameters  # noqa: E402
 
 Step = Callable[[Problem, torch.optim.Optimizer, dict], object]
 
 
-def lossdiag_step(layouts: dict[int, Layout]) -> Step:
+def lossdiag_step() -> Step:
     """A recorded step of `lossdiag profile`: K autograd.grad calls, statistics, update from the same gradients."""
 
     def step(problem: Problem, opt: torch.optim.Optimizer, batch: dict) -> dict:
         opt.zero_grad(set_to_none=True)
         terms = problem.losses(problem.model, batch)
-        layout = layouts.setdefault(id(problem.model), discover(problem.model, terms))
-        grads = term_gradients(terms, layout)
-        stats = shared_statistics(grads, layout)
-        apply_update(grads, {name: 1.0 for name in terms}, layout)
+        stats = recorded_step(problem.model, terms, {name: 1.0 for name in terms})
         opt.step()
         return stats
 
     return step
 
 
-def floor_step(layouts: dict[int, Layout]) -> Step:
+def floor_step() -> Step:
     """The floor: one forward, one autograd.grad per term, the update from those gradients, no statistics."""
 
     def step(problem: Problem, opt: torch.optim.Optimizer, batch: dict) -> None:
         opt.zero_grad(set_to_none=True)
         terms = problem.losses(problem.model, batch)
-        layout = layouts.setdefault(id(problem.model), discover(problem.model, terms))
-        apply_update(term_gradients(terms, layout), {name: 1.0 for name in terms}, layout)
+        parameters = trainable_parameters(problem.model)[1]
+        apply_update(term_gradients(terms, parameters), {name: 1.0 for name in terms}, parameters)
         opt.step()
 
     return step
@@ -86,11 +82,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     args = parser.parse_args()
-    layouts: dict[int, Layout] = {}
     candidates: dict[str, Step] = {
         "plain": plain_step,
-        "floor: K autograd.grad + update": floor_step(layouts),
-        "lossdiag recorded step": lossdiag_step(layouts),
+        "floor: K autograd.grad + update": floor_step(),
+        "lossdiag recorded step": lossdiag_step(),
         "naive: K backward(retain_graph) + training backward": naive_step,
         "torchjd 0.18 mtl_backward": torchjd_step,
         "torchjd 0.18 mtl_backward, parallel_chunk_size=1":

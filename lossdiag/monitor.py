@@ -17,7 +17,7 @@ from lossdiag.diagnose import Diagnosis, diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.scopes import ALL, Measurement, make_scope
-from lossdiag.record.shared import discover
+from lossdiag.record.shared import UNMEASURABLE, discover
 from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.scalars import LogFn, step_scalars
@@ -257,6 +257,8 @@ class Monitor:
         try:
             return self._scope.measure(terms, weights)
         except RuntimeError as exc:
+            if "use_reentrant" in str(exc) or "Checkpointing is not compatible" in str(exc):
+                raise SpecError(f"Monitor: {UNMEASURABLE['CheckpointFunctionBackward']}") from None
             if "second time" not in str(exc):
                 raise
             raise SpecError("Monitor: call combine() or record() before loss.backward(); this step's graph was "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
@@ -10,8 +11,8 @@ from lossdiag._version import __version__
 from lossdiag.config import Config
 from lossdiag.errors import SpecError
 from lossdiag.progress import Progress
-from lossdiag.record.gradients import apply_update, nonfinite_terms, shared_statistics, term_gradients
-from lossdiag.record.shared import Layout, discover
+from lossdiag.record.gradients import nonfinite_terms, recorded_step
+from lossdiag.record.shared import Layout, discover, measurability_problem
 from lossdiag.record.stream import RecordWriter
 from lossdiag.rng import seed_everything
 from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
@@ -41,7 +42,10 @@ def _total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> O
 def finite_gradients(parameters: Iterable[torch.nn.Parameter]) -> bool:
     """Whether every gradient set on the parameters is finite, so an optimizer step cannot poison them."""
     grads = [p.grad for p in parameters if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+    if not grads:
+        return True
+    largest = torch._foreach_norm(grads, math.inf)  # the largest |element| cannot overflow, unlike a 2-norm
+    return bool(torch.isfinite(torch.stack([value.double() for value in largest])).all())
 
 
 def device_of(config: Config) -> Optional[torch.device]:
@@ -80,7 +84,6 @@ class TrainingRun:
         model, optimizer, stream, device = start_training(self.spec, self.config, self.initial_state)
         records: list[dict] = []
         names: Optional[list[str]] = None
-        layout: Optional[Layout] = None
         weights: dict[str, float] = {}
         for step in range(self.config.steps):
             batch = to_device(next(stream), device)
@@ -88,6 +91,9 @@ class TrainingRun:
             if names is None:
                 names = list(terms)
                 weights = resolve_weights(self.spec, names, self.weights_override)
+                problem = measurability_problem(terms)
+                if problem is not None:
+                    raise self.spec.user_error(problem)
                 layout = discover(model, terms)
                 records.append(header(self.spec, self.config, names, weights, layout))
                 if writer is not None:
@@ -97,9 +103,7 @@ class TrainingRun:
             record: dict = {"kind": "step", "step": step, "loss": values}
             stats = None
             if step % self.config.every == 0:
-                grads = term_gradients(terms, layout)
-                stats = shared_statistics(grads, layout)
-                apply_update(grads, weights, layout)
+                stats = recorded_step(model, terms, weights)
                 record["grad"] = {"weights": weights, **stats}
             else:
                 total = _total(terms, weights)
@@ -108,7 +112,7 @@ class TrainingRun:
             bad = nonfinite_terms(values, stats, names)
             if bad:
                 record["nonfinite"] = bad
-            hidden = not bad and stats is None and not finite_gradients(layout.parameters)
+            hidden = not bad and stats is None and not finite_gradients(model.parameters())
             if not (bad or hidden):
                 optimizer.step()
             new = [record, {"kind": "nonfinite-update", "step": step}] if hidden else [record]

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import lossdiag
-from lossdiag.record.gradients import apply_update, shared_statistics, term_gradients
+from lossdiag.record.gradients import apply_update, reach, shared_statistics, term_gradients, trainable_parameters
 from lossdiag.record.shared import discover, module_of
 from models import DeepSupervision, TiedThreeHeads, deep_supervision_batch, deep_supervision_terms, tied_batch, \
     tied_terms
@@ -24,7 +24,9 @@ def test_norms_gram_and_layers_match_brute_force(make_model, make_terms, make_ba
     shared = [layout.parameters[i] for i in layout.shared]
     flat = flat_term_gradients(terms, shared)
     expected = gram(flat)
-    stats = shared_statistics(term_gradients(terms, layout, keep_graph=True), layout)
+    grads = term_gradients(terms, layout.parameters, keep_graph=True)
+    assert reach(grads, layout.names, layout.parameters) == layout
+    stats = shared_statistics(grads, layout)
 
     actual = torch.tensor(stats["gram"], dtype=torch.float64)
     norms = expected.diagonal().sqrt()
@@ -49,8 +51,8 @@ def test_update_from_term_gradients_equals_backward_of_the_weighted_total(make_m
     weights = {name: 0.1 * (k + 1) for k, name in enumerate(terms)}
     total = sum(weights[name] * value for name, value in terms.items())
     expected = torch.autograd.grad(total, list(model.parameters()), retain_graph=True, allow_unused=True)
-    layout = discover(model, terms)
-    apply_update(term_gradients(terms, layout), weights, layout)
+    parameters = trainable_parameters(model)[1]
+    apply_update(term_gradients(terms, parameters), weights, parameters)
     for parameter, reference in zip(model.parameters(), expected):
         if reference is None:
             assert parameter.grad is None

@@ -8,9 +8,10 @@ from typing import Callable, Mapping, Optional, Protocol
 import torch
 
 from lossdiag.errors import SpecError
+from lossdiag.record.buffers import BufferGuard
 from lossdiag.record.capture import Capture
-from lossdiag.record.gradients import TermGrads, shared_statistics, term_gradients
-from lossdiag.record.shared import Layout, module_of
+from lossdiag.record.gradients import TermGrads, reach, shared_statistics, term_gradients, trainable_parameters
+from lossdiag.record.shared import Layout, graph_nodes, measurability_problem, module_of
 
 ALL, LAST_LAYER, REPRESENTATION = "all", "last-layer", "representation"
 SCOPES = (ALL, LAST_LAYER, REPRESENTATION)
@@ -55,19 +56,28 @@ class Scope:
     name = ALL
     proxy = False
 
-    def __init__(self) -> None:
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
         self.layout: Optional[Layout] = None
         self.measured: Optional[Layout] = None
         self.average: Optional[Callable[[TermGrads, Layout], TermGrads]] = None
 
     def bind(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> None:
-        """Fix what is measured, from the layout discovered on the first call's graphs."""
+        """Describe what is measured from the layout of the first call's graphs; refuse graphs whose per-term
+        gradients cannot be taken without changing training."""
+        problem = measurability_problem(terms)
+        if problem is not None:
+            raise SpecError(f"Monitor(scope={self.name!r}): {problem}")
         self.layout = layout
         self.measured = self.select(layout, terms)
 
     def select(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> Layout:
         """The parameters this scope measures: every shared one."""
         return layout
+
+    def candidates(self) -> tuple[tuple[str, ...], tuple[torch.nn.Parameter, ...]]:
+        """The parameters whose gradients a recorded step takes: every one that trains now."""
+        return trainable_parameters(self.model)
 
     def note(self) -> Optional[str]:
         """For a proxy, what it measures and how it can mislead; None for the exact scope."""
@@ -76,17 +86,27 @@ class Scope:
     def describe(self) -> dict:
         """The header's description of what was measured (shared parameters, modules, per-term counts)."""
         description = self.measured.describe()
-        description["term_parameters"] = {t: len(indices) for t, indices in self.layout.reached.items()}
+        whole = self.layout.describe()
+        description["term_parameters"] = whole["term_parameters"]
+        description["term_shared_parameters"] = whole["term_shared_parameters"]
         return description
 
     def measure(self, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Measurement:
-        """Each term's gradient on the measured parameters, keeping the graph for the user's backward."""
-        measured = trainable(self.measured)
-        grads = term_gradients(terms, measured, keep_graph=True)
-        if self.average is not None:
-            grads = self.average(grads, measured)
-        stats = shared_statistics(grads, measured)
-        unmeasured = [t for t in terms if not measured.reached.get(t)]
+        """Each term's gradient on the parameters it reaches in this step's graph, keeping the graph for the
+        user's backward and the buffers as that backward expects them. Under DDP, every rank averages the
+        gradients of the layout joined over the ranks at the first call, so the collective matches on all."""
+        guard = BufferGuard(self.model)
+        if self.average is None:
+            names, parameters = self.candidates()
+            grads = term_gradients(terms, parameters, keep_graph=True, guard=guard)
+            layout = reach(grads, names, parameters)
+        else:
+            layout = self.measured
+            wanted = sorted({i for indices in layout.reached.values() for i in indices})
+            local = term_gradients(terms, [layout.parameters[i] for i in wanted], keep_graph=True, guard=guard)
+            grads = self.average({t: {wanted[j]: g for j, g in g_t.items()} for t, g_t in local.items()}, layout)
+        stats = shared_statistics(grads, layout)
+        unmeasured = [t for t in terms if not grads[t]]
         if self.proxy:
             stats["norms_all"].update({term: math.nan for term in unmeasured})
         bad = [t for t in terms if t not in unmeasured and not math.isfinite(stats["norms_all"][t])]
@@ -99,15 +119,6 @@ class Scope:
         """Remove every hook this scope registered."""
 
 
-def trainable(layout: Layout) -> Layout:
-    """The layout without the parameters frozen since it was discovered (requires_grad now False)."""
-    if all(layout.parameters[i].requires_grad for indices in layout.reached.values() for i in indices):
-        return layout
-    keep = {i for i, p in enumerate(layout.parameters) if p.requires_grad}
-    reached = {t: tuple(i for i in indices if i in keep) for t, indices in layout.reached.items()}
-    return Layout(layout.names, layout.parameters, reached, tuple(i for i in layout.shared if i in keep))
-
-
 class LastLayerScope(Scope):
     """The parameters of the last shared layer only (GradNorm's cheap variant): a proxy.
 
@@ -117,8 +128,8 @@ class LastLayerScope(Scope):
     name = LAST_LAYER
     proxy = True
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__(model)
         self.module: Optional[str] = None
 
     def select(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> Layout:
@@ -127,29 +138,33 @@ class LastLayerScope(Scope):
         reached = {t: tuple(i for i in indices if i in keep) for t, indices in layout.reached.items()}
         return Layout(layout.names, layout.parameters, reached, keep)
 
+    def candidates(self) -> tuple[tuple[str, ...], tuple[torch.nn.Parameter, ...]]:
+        names, parameters = trainable_parameters(self.model)
+        inside = [k for k, name in enumerate(names) if module_of(name) == self.module]
+        return tuple(names[k] for k in inside), tuple(parameters[k] for k in inside)
+
     def note(self) -> Optional[str]:
         return (f"gradients on the last shared layer '{self.module or '(none)'}' only, not on every shared "
                 f"parameter; a term that leaves the shared layers before it reads zero there")
 
 
 def last_shared_module(terms: Mapping[str, torch.Tensor], layout: Layout) -> Optional[str]:
-    """The shared module used last in the forward pass: its parameter feeds the most recently created graph node."""
+    """The shared module used last in the forward pass by two or more terms together: its parameter feeds the
+    most recently created graph node that several terms reach. A parameter used again by one term alone (a tied
+    embedding reused as the output projection) does not count as used there."""
     shared = {id(layout.parameters[i]): i for i in layout.shared}
+    reached_by: dict = {}
+    for k, term in enumerate(terms.values()):
+        for node in graph_nodes(term):
+            reached_by.setdefault(node, set()).add(k)
     latest: dict[int, int] = {}
-    seen: set = set()
-    stack = [t.grad_fn for t in terms.values() if t.grad_fn is not None]
-    while stack:
-        node = stack.pop()
-        if node in seen:
+    for node, owners in reached_by.items():
+        if len(owners) < 2:
             continue
-        seen.add(node)
         for child, _ in node.next_functions:
-            if child is None:
-                continue
-            index = shared.get(id(getattr(child, "variable", None)))
+            index = shared.get(id(getattr(child, "variable", None))) if child is not None else None
             if index is not None:
                 latest[index] = max(latest.get(index, -1), node._sequence_nr())
-            stack.append(child)
     if not latest:
         return None
     return module_of(layout.names[max(latest, key=lambda i: (latest[i], i))])
@@ -166,25 +181,28 @@ class RepresentationScope(Scope):
     proxy = True
 
     def __init__(self, model: torch.nn.Module, at: torch.nn.Module | str) -> None:
-        super().__init__()
+        super().__init__(model)
         self.module, self.module_name = resolve_module(model, at)
         self._outputs: list = []
         self._handle: Optional[torch.utils.hooks.RemovableHandle] = None
-        self._reaching: set[str] = set()
         self._numel = 0
         self._measured_once = False
         self.arm(True)
 
+    def bind(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> None:
+        self.layout = self.measured = layout
+
     def note(self) -> Optional[str]:
         return (f"gradients with respect to the output of '{self.module_name}', not its parameters; shares and "
-                f"cosines there can differ from the exact ones, even in sign")
+                f"cosines there can differ from the exact ones, even in sign; a term that leaves the model before "
+                f"that output reads zero there")
 
     def describe(self) -> dict:
         return {
             "shared_parameters": {"count": 1, "numel": self._numel, "names": [f"{self.module_name} (output)"]},
             "shared_modules": [self.module_name],
             "term_parameters": {t: len(indices) for t, indices in self.layout.reached.items()},
-            "term_shared_parameters": {t: int(t in self._reaching) for t in self.layout.reached},
+            "term_shared_parameters": self.layout.describe()["term_shared_parameters"],
         }
 
     def arm(self, next_recorded: bool) -> None:
@@ -206,13 +224,15 @@ class RepresentationScope(Scope):
         try:
             if len(outputs) != 1 or not isinstance(outputs[0], torch.Tensor) or outputs[0].grad_fn is None:
                 raise SpecError(_output_problem(self.module_name, outputs))
+            guard = BufferGuard(self.model) if any(weights[t] == 0 for t in terms) else None
             capture = Capture(terms, weights, outputs[0], self.module_name)
+            if guard is not None:
+                guard.settle()
         except SpecError:
             if not self._measured_once:
                 raise
             return Measured(None, [])
         if not self._measured_once:
-            self._reaching = capture.reaching
             self._numel = outputs[0].numel()
             self._measured_once = True
         return capture
@@ -260,4 +280,4 @@ def make_scope(name: str, model: torch.nn.Module, at: torch.nn.Module | str | No
         return RepresentationScope(model, at)
     if at is not None:
         raise SpecError(f"Monitor: at= is only used with scope='representation', not scope={name!r}")
-    return LastLayerScope() if name == LAST_LAYER else Scope()
+    return LastLayerScope(model) if name == LAST_LAYER else Scope(model)

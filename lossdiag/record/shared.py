@@ -2,9 +2,22 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Iterator, Mapping, Optional
 
 import torch
+
+
+def graph_nodes(term: torch.Tensor) -> Iterator[torch.autograd.graph.Node]:
+    """Every node of the term's autograd graph, once each."""
+    seen: set[torch.autograd.graph.Node] = set()
+    stack = [term.grad_fn] if term.grad_fn is not None else []
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        yield node
+        stack.extend(child for child, _ in node.next_functions if child is not None)
 
 
 def reached_parameter_ids(term: torch.Tensor, trainable_ids: set[int]) -> set[int]:
@@ -12,18 +25,34 @@ def reached_parameter_ids(term: torch.Tensor, trainable_ids: set[int]) -> set[in
     if term.grad_fn is None:
         return {id(term)} & trainable_ids
     reached: set[int] = set()
-    seen: set[torch.autograd.graph.Node] = set()
-    stack = [term.grad_fn]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
+    for node in graph_nodes(term):
         variable = getattr(node, "variable", None)
         if variable is not None and id(variable) in trainable_ids:
             reached.add(id(variable))
-        stack.extend(child for child, _ in node.next_functions if child is not None)
     return reached
+
+
+UNMEASURABLE = {
+    "CompiledFunctionBackward": (
+        "the terms come out of a torch.compile'd graph, whose backward runs as one block that cannot be repeated per "
+        "term without changing training (AOTAutograd donates its buffers; dropout inside would draw again) and "
+        "would make every parameter inside it look shared; measure the model without torch.compile (the balance "
+        "between the terms is the same), then compile it for training"),
+    "CheckpointFunctionBackward": (
+        "the model uses torch.utils.checkpoint with use_reentrant=True (torch's old default), which cannot give "
+        "per-term gradients (torch.autograd.grad); pass use_reentrant=False to checkpoint()"),
+}
+
+
+def measurability_problem(terms: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """Why per-term gradients cannot be taken on these graphs (a compiled or reentrant-checkpointed region),
+    or None when they can."""
+    for term in terms.values():
+        for node in graph_nodes(term):
+            problem = UNMEASURABLE.get(type(node).__name__)
+            if problem is not None:
+                return problem
+    return None
 
 
 def module_of(parameter_name: str) -> str:
