@@ -5,8 +5,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from lossdiag.advise.probe import draw_probe
+from lossdiag.advise.probe import Probe, draw_probe
 from lossdiag.advise.runs import run_record, train_under
+from lossdiag.advise.shares import term_shares
 from lossdiag.analyse.run import parse
 from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
@@ -80,9 +81,12 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
 
 
 def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
-    """Record the main run, refine the suggestion, run the checks, and diagnose; with config.out, records stream into
-    a staging folder inside it, swapped in with the report only when the run succeeds (kept and named if it fails)."""
+    """Record the main run, refine the suggestion, run the checks, recommend weights and verify them, and diagnose;
+    with config.out, records stream into a staging folder inside it, swapped in with the report only when the run
+    succeeds (kept and named if it fails)."""
     ensure_steps(config)
+    if config.target_shares is None and spec.target_shares:
+        config = dataclasses.replace(config, target_shares=dict(spec.target_shares))
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
     staging: Optional[Staging] = None
     writer = None
@@ -106,12 +110,7 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                     writer.write(refine)
                 diagnosis = diagnose(records)
             bar.close()
-            if not config.no_checks:
-                checks = single_term_checks(spec, config, start, records, progress, combined=True)
-                records.extend(checks)
-                if writer is not None:
-                    writer.write_many(checks)
-                diagnosis = diagnose(records)
+            records, diagnosis = advise(spec, config, start, records, writer, progress)
     except BaseException as exc:
         if writer is not None:
             writer.close()
@@ -133,23 +132,53 @@ def count_terms(spec: ModelSpec, config: Config, start: dict) -> int:
     return len(compute_terms(spec, model, to_device(next(stream), device), None, " at step 0"))
 
 
-def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict],
-                       progress: Optional[bool] = None, combined: bool = False) -> list[dict]:
-    """Train each term alone from the run's start (a term whose gradient cannot train it is skipped with the
-    reason) and, with `combined`, all terms under the weights in force for as many steps: their probe figures."""
+def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict], probe: Probe,
+                       progress: Optional[bool] = None) -> list[dict]:
+    """Train each term alone from the run's start; a term whose gradient cannot train it is skipped with the reason."""
     if config.check_steps == 0:
         return []
-    terms, weights = list(records[0]["terms"]), dict(records[0]["weights"])
-    bar = Progress((len(terms) + combined) * config.check_steps, "single-term checks", progress)
+    terms = list(records[0]["terms"])
+    bar = Progress(len(terms) * config.check_steps, "single-term checks", progress)
     try:
-        probe = draw_probe(spec, config.probe_batches, config.seed, device_of(config))
-        found = single_term_records(spec, config, start, terms, broken_terms(parse(records)), probe, bar)
-        if combined:
-            run = train_under(spec, config, start, weights, probe, config.check_steps, bar)
-            found.append(run_record("progress", 0, run))
-        return found
+        return single_term_records(spec, config, start, terms, broken_terms(parse(records)), probe, bar)
     finally:
         bar.close()
+
+
+def measured_run(kind: str, step: int, spec: ModelSpec, config: Config, start: dict, weights: dict[str, float],
+                 probe: Probe, bar: Progress) -> dict:
+    """A run from the start under `weights` for check_steps: its progress, and its shares at the end."""
+    run = train_under(spec, config, start, weights, probe, config.check_steps, bar)
+    raw, applied = term_shares(spec, run.model, run.optimizer, probe, weights)
+    return run_record(kind, step, run, shares=raw, applied_shares=applied)
+
+
+def advise(spec: ModelSpec, config: Config, start: dict, records: list[dict], writer: Optional[RecordWriter],
+           progress: Optional[bool] = None) -> tuple[list[dict], Diagnosis]:
+    """The checks, a run under the weights in force, and the verification rounds the recommendation asks for."""
+    def add(new: list[dict]) -> Diagnosis:
+        records.extend(new)
+        if writer is not None:
+            writer.write_many(new)
+        return diagnose(records)
+
+    if config.check_steps == 0 or (config.no_checks and config.no_verify):
+        return records, diagnose(records)
+    probe = draw_probe(spec, config.probe_batches, config.seed, device_of(config))
+    if not config.no_checks:
+        add(single_term_checks(spec, config, start, records, probe, progress))
+    rounds = 1 + (0 if config.no_verify else 1 + config.verify_rounds)
+    bar = Progress(rounds * config.check_steps, "verifying", progress)
+    try:
+        diagnosis = add([measured_run("progress", 0, spec, config, start, dict(records[0]["weights"]), probe, bar)])
+        number = 0
+        while diagnosis.recommendation.pending is not None:
+            number += 1
+            pending = diagnosis.recommendation.pending
+            diagnosis = add([measured_run("verify", number, spec, config, start, pending, probe, bar)])
+    finally:
+        bar.close()
+    return records, diagnosis
 
 
 def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
@@ -169,7 +198,8 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
             records[0]["purpose"] = CHECK
             if note:
                 records[0]["note"] = note
-            records.extend(single_term_checks(spec, sanity, start, records, progress))
+            probe = draw_probe(spec, sanity.probe_batches, sanity.seed, device_of(sanity))
+            records.extend(single_term_checks(spec, sanity, start, records, probe, progress))
     finally:
         bar.close()
     diagnosis = diagnose(records)

@@ -44,6 +44,8 @@ class Config:
     metric: typing.Optional[str] = None
     jobs: typing.Optional[int] = None
     sweep_tolerance: float = 0.05
+    verify_max_loss: float = 0.5
+    share_tolerance: float = 0.15
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -55,7 +57,7 @@ _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
 _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
-                  "starved_min_drop", "starved_ratio"}
+                  "starved_min_drop", "starved_ratio", "verify_max_loss", "share_tolerance"}
 _COSINE = {"conflict_cosine"}
 SEED_LIMIT = 2 ** 32
 

@@ -6,6 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from lossdiag.advise.recommend import Recommendation, recommend
 from lossdiag.analyse.conflict import PairConflict, conflicts, cosine_matrix
 from lossdiag.analyse.dominance import Dominance, dominance
 from lossdiag.analyse.run import RunData, parse
@@ -31,6 +32,7 @@ class Diagnosis:
     alpha_curve: Optional[AlphaCurve]
     findings: list[Finding]
     progress: tuple[TermProgress, ...] = ()
+    recommendation: Optional[Recommendation] = None
 
     @property
     def purpose(self) -> str:
@@ -88,7 +90,10 @@ def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:
         return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion, None,
                          sort_findings(checked))
     term_progress = tuple(progress(run, config, {t for pair in suggestion.opposed for t in pair}))
-    findings = (dominance_findings(shares) + conflict_findings(pairs, config.conflict_cosine) + checked
-                + starved_findings(list(term_progress), config))
+    judged = bool(term_progress)
+    starved = [p.term for p in term_progress if p.starved]
+    findings = (dominance_findings(shares, judged, starved) + conflict_findings(pairs, config.conflict_cosine)
+                + checked + starved_findings(list(term_progress), config))
+    advice = recommend(balanced, config, shares.shares, shares.dominant_term, suggestion.opposed)
     return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion,
-                     alpha_curve(balanced, suggestion.alpha), sort_findings(findings), term_progress)
+                     alpha_curve(balanced, suggestion.alpha), sort_findings(findings), term_progress, advice)

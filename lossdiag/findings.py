@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional
+from typing import Optional, Sequence
 
 from lossdiag.analyse.conflict import PairConflict
 from lossdiag.analyse.dominance import Dominance
@@ -31,17 +31,26 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.severity, 3))
 
 
-def dominance_findings(result: Dominance) -> list[Finding]:
-    """`dominant-term` when one term's share of the weighted shared gradient is past the threshold."""
+def dominance_findings(result: Dominance, judged: bool = False, starved: Sequence[str] = ()) -> list[Finding]:
+    """`dominant-term` when one term's share of the weighted shared gradient is past the threshold, judged by outcome.
+
+    A warning when a term it dominates is starved, or when no outcome was measured (`judged` is False); information
+    when the checks show no term starved: dominance by design (an auxiliary head, a main loss) is not a fault.
+    """
     if result.dominant_term is None:
         return []
     term = result.dominant_term
     share = result.shares[term]
+    figure = f"'{term}' holds {share:.3f} of the weighted gradient on the shared parameters (threshold {result.threshold:g})"
+    dominated = [t for t in starved if t != term]
+    if judged and not dominated:
+        return [Finding("dominant-term", "info", [term], f"{figure}; no term is starved, so this is dominance by design",
+                        "nothing to do: the weights serve every term", share, result.threshold)]
+    why = (f"; {', '.join(repr(t) for t in dominated)} {'is' if len(dominated) == 1 else 'are'} starved" if dominated
+           else "; the checks did not run, so whether another term is starved is unknown")
     return [Finding(
-        "dominant-term", "warning", [term],
-        f"'{term}' holds {share:.3f} of the weighted gradient on the shared parameters "
-        f"(threshold {result.threshold:g})",
-        "train with the suggested weights below, then profile again with them (--weights) to confirm",
+        "dominant-term", "warning", [term], figure + why,
+        "train with the recommended weights below, then profile again with them (--weights) to confirm",
         share, result.threshold)]
 
 

@@ -102,7 +102,8 @@ class Monitor:
     summary.json, report.html and the PNGs. Gradients are taken every `every` steps, plus steps 1, 3, 10, 30, ...
     below `every` when `early`. scope='all' (exact) measures every shared parameter; 'last-layer' and
     'representation' (with at=, the module whose output every term uses) are cheaper proxies, labelled as such
-    in the report. `config` holds thresholds: a mapping of options or a YAML file's path.
+    in the report. `config` holds thresholds: a mapping of options or a YAML file's path; `target_shares` the
+    share of the shared gradient each term should hold (CONTRACT section 1).
 
     Under torchrun (CONTRACT section 8) the model may be wrapped in DistributedDataParallel before or after; on a
     recorded step the terms' gradients and the loss values since the previous one are averaged over the ranks,
@@ -116,7 +117,8 @@ class Monitor:
 
     def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,
                  scope: str = ALL, at: torch.nn.Module | str | None = None, early: bool = True,
-                 config: Config | Mapping[str, Any] | str | Path | None = None, log: Optional[LogFn] = None) -> None:
+                 config: Config | Mapping[str, Any] | str | Path | None = None, log: Optional[LogFn] = None,
+                 target_shares: Optional[Mapping[str, float]] = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
         if log is not None and not callable(log):
@@ -127,6 +129,8 @@ class Monitor:
         self.out = Path(out)
         self.schedule = Schedule(every, bool(early))
         self.config = dataclasses.replace(_base_config(config), every=every, out=str(self.out))
+        if target_shares is not None:
+            self.config = resolve({"target_shares": target_shares}, self.config, source="Monitor(target_shares=...)")
         self._scope = make_scope(scope, self.model, at)
         self._ranks: Optional["Ranks"] = None
         self._writes = True

@@ -19,8 +19,9 @@ from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_op
 
 
 def resolve_weights(spec: ModelSpec, terms: list[str], override: Optional[Mapping[str, float]]) -> dict[str, float]:
-    """Weights in force: the override (or the model file's), 1.0 for missing terms; unknown names are errors."""
-    given = dict(override) if override is not None else dict(spec.weights)
+    """Weights in force: the model file's, overridden term by term; 1.0 for terms neither names; unknown names
+    are errors."""
+    given = {**dict(spec.weights), **dict(override or {})}
     unknown = [name for name in given if name not in terms]
     if unknown:
         raise spec.user_error(f"weights name unknown term '{unknown[0]}'; the terms are {terms}")

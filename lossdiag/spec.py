@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from lossdiag.config import parse_weights
+from lossdiag.config import parse_weights, resolve
 from lossdiag.errors import SpecError
 
 LossesFn = Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]]
@@ -33,6 +33,7 @@ class ModelSpec:
     weights: Mapping[str, float]
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
     validate: Optional[Callable[[torch.nn.Module], Mapping[str, float]]] = None
+    target_shares: Optional[Mapping[str, float]] = None
 
     def user_error(self, message: str) -> SpecError:
         """A usage error that names the model source."""
@@ -99,8 +100,10 @@ def spec_from_namespace(names: Mapping[str, Any], source: str) -> ModelSpec:
         raise SpecError(f"{source}: 'validate' must be a function validate(model)")
     weights = names.get("weights") or {}
     weights = parse_weights(weights, f"{source}: 'weights'") if weights else {}
+    targets = names.get("target_shares")
+    targets = resolve({"target_shares": targets}, source=source).target_shares if targets else None
     return ModelSpec(source, names["build_model"], names["batches"], names["losses"], weights,
-                     make_optimizer, validate)
+                     make_optimizer, validate, targets)
 
 
 def spec_from_objects(model: Any, batches: Any, losses: LossesFn,

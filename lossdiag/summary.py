@@ -5,7 +5,7 @@ import numpy as np
 
 from lossdiag._version import __version__
 from lossdiag.analyse.run import finite_median
-from lossdiag.analyse.suggest import TRADE_OFF
+from lossdiag.advise.recommend import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.diagnose import CHECK, Diagnosis
 from lossdiag.record.stream import finite_or_none
 
@@ -23,15 +23,16 @@ def verdict(diagnosis: Diagnosis) -> str:
         return f"{errors[0].message}{more}"
     if diagnosis.purpose == CHECK:
         return check_verdict(diagnosis)
-    suggestion = diagnosis.suggestion
-    if suggestion.kind == TRADE_OFF:
-        pairs = ", ".join(f"'{a}' vs '{b}'" for a, b in suggestion.opposed)
-        return f"trade-off: {pairs} pull the shared parameters in opposite directions; no weight balances them"
+    advice = diagnosis.recommendation
+    if advice is not None and advice.kind == TRADE_OFF:
+        return f"trade-off: {advice.reason}"
+    if advice is not None and advice.kind == REWEIGHT:
+        return reweight_verdict(diagnosis)
     dominant = diagnosis.dominance.dominant_term
-    if dominant is not None:
+    if dominant is not None and not any(f.code == "dominant-term" and f.severity == "info" for f in diagnosis.findings):
         share = diagnosis.dominance.shares[dominant]
         return (f"'{dominant}' dominates the shared parameters with {share:.3f} of the weighted gradient; "
-                f"reweight with the suggestion below")
+                f"reweight with the weights below")
     warnings = [f for f in diagnosis.findings if f.severity == "warning"]
     if warnings:
         return warnings[0].message
@@ -41,7 +42,29 @@ def verdict(diagnosis: Diagnosis) -> str:
     if not shares or max(shares) <= 0:
         return (f"no per-term gradient on the shared parameters was recorded ({len(diagnosis.run.grad_steps)} "
                 f"recorded steps), so there is no balance to measure yet")
+    dominant = diagnosis.dominance.dominant_term
+    if dominant is not None:
+        return (f"keep: '{dominant}' holds {diagnosis.dominance.shares[dominant]:.3f} of the shared gradient by "
+                f"design and no term is starved")
     return f"balanced: no term dominates the shared parameters (largest share {max(shares):.3f})"
+
+
+def reweight_verdict(diagnosis: Diagnosis) -> str:
+    """The verdict of a reweight: the starved terms and what the verified weights bring them to."""
+    advice = diagnosis.recommendation
+    starved = [p for p in diagnosis.progress if p.starved]
+    if not starved:
+        dominant = diagnosis.dominance.dominant_term
+        why = (f"'{dominant}' dominates the shared parameters with {diagnosis.dominance.shares[dominant]:.3f} of the "
+               f"weighted gradient" if dominant is not None else "the shares are off target_shares")
+        return f"{why}; reweight with the weights below ({advice.reason})"
+    figures = []
+    for row in starved:
+        line = f"'{row.term}' is starved ({row.combined:.0%} progress under the weights in force, {row.alone:.0%} alone)"
+        if advice.verification is not None:
+            line += f"; the recommended weights bring it to {advice.verification.progress.get(row.term) or 0:.0%}"
+        figures.append(line)
+    return "; ".join(figures) + ("" if advice.verification is not None else f" ({advice.reason})")
 
 
 def check_verdict(diagnosis: Diagnosis) -> str:
@@ -93,10 +116,41 @@ def per_term(diagnosis: Diagnosis) -> dict:
             "share": result.shares[term],
             "weight": diagnosis.current_weights.get(term, 1.0),
             "suggested_weight": diagnosis.suggestion.weights[term],
+            **advice_per_term(diagnosis.recommendation, diagnosis.checks, term),
             "shared_parameters": run.meta.get("term_shared_parameters", {}).get(term, 0),
             "parameters": run.meta.get("term_parameters", {}).get(term, 0),
         }
     return rows
+
+
+def advice_per_term(advice: Recommendation | None, checks: list[dict], term: str) -> dict:
+    """A term's progress alone and under the weights in force, its applied share and its recommended weight."""
+    alone = next((c.get("relative_drop") for c in checks if c["term"] == term), None)
+    in_force = advice.in_force if advice is not None else None
+    return {"progress_alone": alone,
+            "progress": in_force.progress.get(term) if in_force else None,
+            "applied_share": in_force.applied_shares.get(term) if in_force else None,
+            "recommended_weight": advice.weights.get(term) if advice is not None else None}
+
+
+def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
+    """The contract's advice keys (target_shares, recommendation, recommended_weights, verification, progress)."""
+    if advice is None:
+        return {"target_shares": {}, "recommendation": None, "recommended_weights": {}, "verification": None,
+                "progress": {t: None for t in terms}}
+    in_force = advice.in_force
+    return {
+        "target_shares": advice.target_shares,
+        "recommendation": advice.kind,
+        "recommendation_reason": advice.reason,
+        "recommended_weights": advice.weights,
+        "recommended_spread": {t: list(v) for t, v in advice.spread.items()},
+        "profile_longer_steps": advice.longer_steps,
+        "in_force": in_force.to_dict() if in_force else None,
+        "verification": advice.verification.to_dict() if advice.verification else None,
+        "verification_rounds": [r.to_dict() for r in advice.rounds],
+        "progress": {t: in_force.progress.get(t) if in_force else None for t in terms},
+    }
 
 
 def layer_shares(diagnosis: Diagnosis) -> dict:
@@ -156,6 +210,7 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "suggested_alpha": diagnosis.suggestion.alpha,
         "refinement": [{"round": r["step"], "weights": r["weights"], "dominance": r["dominance"]}
                        for r in run.extra.get("refine", [])],
+        **advice_summary(diagnosis.recommendation, run.terms),
         "findings": [f.to_dict() for f in diagnosis.findings],
         "checks": checks_summary(diagnosis),
         "purpose": diagnosis.purpose,

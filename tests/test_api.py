@@ -62,7 +62,8 @@ def test_save_writes_summary_and_records(tmp_path):
     result.save(tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["terms"] == ["classification", "regression"]
     lines = (tmp_path / "records.jsonl").read_text().splitlines()
-    assert json.loads(lines[0])["kind"] == "meta" and json.loads(lines[-1])["kind"] == "end"
+    kinds = [json.loads(line)["kind"] for line in lines]
+    assert kinds[0] == "meta" and "end" in kinds
 
 
 def test_a_shuffling_dataloader_leaves_every_rng_state_as_it_was():

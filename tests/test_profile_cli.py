@@ -35,8 +35,8 @@ def test_terminal_summary_reads_top_down_with_a_line_to_paste(examples, tmp_path
     assert verdict < table < finding < paste
     assert "(threshold 0.8)" in text
     summary = json.loads((tmp_path / "summary.json").read_text())
-    alpha = summary["suggested_weights"]["classification"]
-    assert f"{alpha:.5g} * classification + " in text
+    weight = summary["recommended_weights"]["classification"]
+    assert f"{weight:.3g} * classification + " in text
     assert "alpha * classification + (1 - alpha) * regression" in text
 
 
@@ -55,8 +55,9 @@ def test_opposed_terms_are_a_trade_off_not_a_number(fixtures, tmp_path):
     assert conflict and conflict[0]["terms"] == ["toward_y", "toward_minus_y"]
     assert summary["conflict"][0]["cosine_median"] < -0.5
     assert summary["suggestion_kind"] == "trade-off"
-    assert "trade off: no weight balances them" in completed.stdout
-    assert "choose alpha by the metric that matters" in completed.stdout
+    assert summary["recommendation"] == "trade-off"
+    assert summary["recommended_weights"] == summary["weights"]
+    assert "no weight balances them" in completed.stdout and "lossdiag sweep" in completed.stdout
 
 
 def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):

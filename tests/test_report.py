@@ -24,7 +24,7 @@ from models import DeepSupervision, deep_supervision_batch, deep_supervision_ter
 
 HOSTILE = "<img src=x onerror=alert(1)>"
 DOLLARS = '$\\alpha$ & "b"'
-TWO_TERM_PNGS = ["losses", "shares", "grad_norms", "cosines", "checks", "alpha", "layers"]
+TWO_TERM_PNGS = ["losses", "shares", "grad_norms", "cosines", "checks", "progress", "alpha", "layers"]
 BATCHES = [deep_supervision_batch(seed) for seed in range(4)]
 
 HOSTILE_MODEL = textwrap.dedent('''
@@ -94,9 +94,10 @@ def test_a_profile_writes_the_page_and_every_figure(hostile_run):
     page = (out / "report.html").read_text()
     assert page.count('src="data:image/png;base64,') == len(TWO_TERM_PNGS)
     assert html.escape(result.summary["verdict"]) in page
-    paste = "loss_total = " + " + ".join(f"{result.summary['suggested_weights'][t]:.5g} * {html.escape(t)}"
+    paste = "loss_total = " + " + ".join(f"{result.summary['recommended_weights'][t]:.3g} * {html.escape(t)}"
                                          for t in result.summary["terms"])
-    assert paste in page
+    assert (paste in page) == (result.summary["recommendation"] == "reweight")
+    assert html.escape(result.summary["recommendation_reason"]) in page
     for finding in result.summary["findings"]:
         assert html.escape(finding["advice"]) in page
     assert f"torch {result.summary['torch_version']}" in page
@@ -105,7 +106,7 @@ def test_a_profile_writes_the_page_and_every_figure(hostile_run):
 
 def test_the_page_reads_top_down(hostile_run):
     page = (hostile_run[1] / "report.html").read_text()
-    order = ['class="ld-verdict', "Paste this as your total loss", "<h2>Findings", "<h2>Per term",
+    order = ['class="ld-verdict', "<h2>Recommendation", "<h2>Findings", "<h2>Per term",
              "<h2>Figures", 'id="ld-losses"', 'id="ld-alpha"', "<h2>Configuration"]
     positions = [page.index(marker) for marker in order]
     assert positions == sorted(positions)
@@ -290,7 +291,7 @@ def test_importing_lossdiag_and_drawing_never_touch_pyplot(hostile_run):
             f"records, torn = read_records({str(hostile_run[1] / 'records.jsonl')!r})\n"
             "d = diagnose(records, torn)\n"
             "drawn = [f for f in report_figures(d, build_summary(d)) if f.png]\n"
-            "assert len(drawn) == 7 and 'matplotlib.pyplot' not in sys.modules\n")
+            f"assert len(drawn) == {len(TWO_TERM_PNGS)} and 'matplotlib.pyplot' not in sys.modules\n")
     completed = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
 

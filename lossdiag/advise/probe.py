@@ -10,9 +10,10 @@ afterwards, so evaluating changes neither the model nor any random number genera
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -35,41 +36,27 @@ class Probe:
     def evaluate_batches(self, spec: ModelSpec, model: torch.nn.Module,
                          names: Optional[Sequence[str]] = None) -> list[dict[str, float]]:
         """Each term's value on each probe batch (the spread across batches is the measure's noise), changing nothing."""
-        buffers = [(b, b.detach().clone()) for b in model.buffers()]
         found: list[dict[str, float]] = []
+        with self.untouched(model):
+            for batch in self.batches:
+                terms = compute_terms(spec, model, batch, list(names) if names is not None else None)
+                names = names or list(terms)
+                values = torch.stack([t.detach().double() for t in terms.values()]).tolist()
+                found.append(dict(zip(terms, values)))
+        return found
+
+    @contextlib.contextmanager
+    def untouched(self, model: torch.nn.Module) -> Iterator[None]:
+        """Evaluate under the probe's seed (the same dropout masks every time), then restore buffers and RNG states."""
+        buffers = [(b, b.detach().clone()) for b in model.buffers()]
         try:
             with preserved_rng():
                 seed_everything(self.seed)
-                for batch in self.batches:
-                    terms = compute_terms(spec, model, batch, list(names) if names is not None else None)
-                    names = names or list(terms)
-                    values = torch.stack([t.detach().double() for t in terms.values()]).tolist()
-                    found.append(dict(zip(terms, values)))
+                yield
         finally:
             with torch.no_grad():
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
-        return found
-
-
-def progress_noise(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
-                   ) -> dict[str, Optional[float]]:
-    """Standard error of each term's relative drop, from the spread of the per-batch drops over the probe batches.
-
-    None where it is undefined (fewer than two batches, a non-finite value, a zero start).
-    """
-    found: dict[str, Optional[float]] = {}
-    for name in (before or [{}])[0]:
-        drops = [b[name] - a.get(name, math.nan) for b, a in zip(before, after)]
-        start = sum(b[name] for b in before) / len(before)
-        usable = len(drops) >= 2 and all(math.isfinite(d) for d in drops) and math.isfinite(start) and start != 0
-        if not usable:
-            found[name] = None
-            continue
-        mean = sum(drops) / len(drops)
-        variance = sum((d - mean) ** 2 for d in drops) / (len(drops) - 1)
-        found[name] = math.sqrt(variance / len(drops)) / abs(start)
-    return found
 
 
 def mean_values(per_batch: Sequence[Mapping[str, float]]) -> dict[str, float]:

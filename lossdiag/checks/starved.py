@@ -9,8 +9,8 @@ from lossdiag.checks.single_term import PASS
 from lossdiag.config import Config
 from lossdiag.findings import Finding
 
-ADVICE = ("the other terms drown its gradient: raise its weight (the suggestion below balances the terms), "
-          "then profile again with --weights to confirm it moves")
+ADVICE = ("the other terms drown its gradient: train with the recommended weights below (verified by a run from "
+          "the same start unless --no-verify), then profile again with them (--weights) to confirm")
 
 
 @dataclasses.dataclass(frozen=True)

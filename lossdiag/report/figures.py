@@ -308,19 +308,18 @@ def alpha_curve(alphas: np.ndarray, first_share: np.ndarray, suggested: float, c
                    "alpha (logit axis: logarithmic near 0 and near 1)", f"predicted share of {first}")
 
 
-def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Sequence[float],
+def weight_bars(terms: Sequence[str], current: Sequence[float], recommended: Sequence[float],
                 ax: Optional[Axes] = None) -> Figure:
-    """Current weights (normalised to sum 1) beside the suggested ones; a log axis when they span decades."""
+    """The weights in force beside the recommended ones (same sum); a log axis when they span decades."""
     crowded = len(terms) > WRITTEN_CELLS
     ax = _axes(ax, (WIDE[0], WIDE[1] + 1.2) if crowded else WIDE)
     current = np.abs(np.asarray(current, dtype=float))
-    current = current / current.sum() if current.sum() > 0 else current
-    suggested = np.asarray(suggested, dtype=float)
+    recommended = np.asarray(recommended, dtype=float)
     x = np.arange(len(terms))
     width = 0.38
-    ax.bar(x - width / 2, current, width, color="#dddddd", edgecolor="black", hatch="///", label="current")
-    ax.bar(x + width / 2, suggested, width, color=SUGGESTED, edgecolor="black", label="suggested")
-    values = np.concatenate([current, suggested])
+    ax.bar(x - width / 2, current, width, color="#dddddd", edgecolor="black", hatch="///", label="in force")
+    ax.bar(x + width / 2, recommended, width, color=SUGGESTED, edgecolor="black", label="recommended")
+    values = np.concatenate([current, recommended])
     for position, value in zip(np.concatenate([x - width / 2, x + width / 2]), values):
         if value > 0 and not crowded:
             ax.text(position, value, f"{value:.3g}", ha="center", va="bottom", fontsize=FONT - 1)
@@ -329,9 +328,34 @@ def weight_bars(terms: Sequence[str], current: Sequence[float], suggested: Seque
         ax.set_yscale("log")
     ax.set_xticks(x, [label(t, 24 if crowded else 32) for t in terms], rotation=90 if crowded else 20, ha="right")
     _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    figure = _finish(ax, "Weights: current (normalised to sum 1) and suggested", "", "weight")
+    figure = _finish(ax, "Weights: in force and recommended", "", "weight")
     ax.tick_params(axis="x", labelsize=_tick_size(len(terms)))
     return figure
+
+
+def progress_bars(terms: Sequence[str], runs: Sequence[tuple[str, Sequence[Optional[float]]]],
+                  threshold: Optional[Sequence[Optional[float]]] = None, ax: Optional[Axes] = None) -> Figure:
+    """Each term's progress (relative drop on the probe batches) under each named run, as grouped bars; a short
+    black tick marks where a term would be starved (starved_ratio times its progress alone)."""
+    ax = _axes(ax, WIDE)
+    x = np.arange(len(terms))
+    width = 0.8 / max(1, len(runs))
+    for r, (name, values) in enumerate(runs):
+        heights = _nan_floats(values)
+        positions = x - 0.4 + width * (r + 0.5)
+        ax.bar(positions, np.nan_to_num(heights), width, color=COLOURS[r % len(COLOURS)], edgecolor="black",
+               hatch=HATCHES[r % len(HATCHES)], label=name)
+        for position, value in zip(positions, heights):
+            if math.isfinite(value):
+                ax.text(position, max(value, 0.0), f"{value:.0%}", ha="center", va="bottom", fontsize=FONT - 1)
+    for k, level in enumerate(threshold or []):
+        if level is not None and math.isfinite(level):
+            ax.hlines(level, k - 0.45, k + 0.45, colors="black", linestyles="--", linewidth=1.0,
+                      label="starved below" if k == 0 else None)
+    ax.axhline(0.0, color="black", linewidth=0.6)
+    ax.set_xticks(x, [label(t, 32) for t in terms], rotation=20, ha="right")
+    _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return _finish(ax, "Progress of each term on the probe batches", "", "relative drop")
 
 
 def layer_map(modules: Sequence[str], terms: Sequence[str], shares: np.ndarray, ax: Optional[Axes] = None) -> Figure:
@@ -367,7 +391,7 @@ DPI = 110
 MIN_DPI = 60
 MAX_PIXELS = 800_000
 FIGURES_BUDGET = 1_200_000
-FIGURE_NAMES = ("losses", "shares", "grad_norms", "cosines", "checks", "alpha", "weights", "layers")
+FIGURE_NAMES = ("losses", "shares", "grad_norms", "cosines", "checks", "progress", "alpha", "weights", "layers")
 
 
 def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
@@ -445,6 +469,18 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     add("checks", "Single-term checks", "Each term trained alone from the same start (solid) against the same term "
         "under the combined loss (dashed). A term that falls alone but not combined is starved.",
         (lambda: check_curves(curves)) if curves else None, "no single-term checks in this run")
+    advice = summary.get("in_force")
+    if advice is not None:
+        alone = [summary["per_term"][t].get("progress_alone") for t in terms]
+        runs = [("alone", alone), ("weights in force", [advice["progress"].get(t) for t in terms])]
+        if summary.get("verification"):
+            runs.append(("recommended", [summary["verification"]["progress"].get(t) for t in terms]))
+        ratio = diagnosis.config.starved_ratio
+        levels = [ratio * a if a is not None and a >= diagnosis.config.starved_min_drop else None for a in alone]
+        add("progress", "Progress under each weighting", "Each term's relative drop on the probe batches after the "
+            "same steps from the same start: trained alone, under the weights in force, and under the recommended "
+            "weights (the verification run). A dashed mark shows where a term counts as starved.",
+            lambda: progress_bars(terms, runs, levels))
     curve = diagnosis.alpha_curve
     if curve is not None:
         add("alpha", "Alpha curve", "The share of the first term that each alpha would give, predicted from the "
@@ -455,11 +491,11 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
                                 getattr(curve, "first_share_high", None)))
     else:
         current = [diagnosis.current_weights.get(t, 1.0) for t in terms]
-        suggested = [diagnosis.suggestion.weights[t] for t in terms]
-        add("weights", "Suggested weights", "The weights the suggestion proposes beside the current ones "
-            "(normalised to sum 1); the axis is logarithmic when they span decades.",
-            (lambda: weight_bars(terms, current, suggested)) if len(terms) >= 2 else None,
-            "one term: there is no balance to suggest")
+        recommended = [(summary.get("recommended_weights") or diagnosis.current_weights).get(t, 1.0) for t in terms]
+        add("weights", "Recommended weights", "The weights in force beside the recommended ones (their sum kept); "
+            "the axis is logarithmic when they span decades.",
+            (lambda: weight_bars(terms, current, recommended)) if len(terms) >= 2 else None,
+            "one term: there is no balance to recommend")
     modules, shares = _layer_shares(summary, terms)
     add("layers", "Per-layer map", "For each shared module, each term's share of its weighted gradient: where in "
         "the network one term takes over.",

@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from lossdiag.diagnose import Diagnosis
 from lossdiag.findings import SEVERITY_ORDER
-from lossdiag.report.terminal import number, safe, suggestion_lines
+from lossdiag.report.terminal import advice_lines, number, safe
 
 ROOT = "lossdiag-report"
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -108,15 +108,28 @@ def _verdict(summary: dict) -> str:
             f"{_tag('p', esc(summary['verdict']))}</section>")
 
 
-def _suggestion(summary: dict) -> str:
+def _recommendation(summary: dict) -> str:
+    """Weights in force against recommended, each term's share and progress under both, the line to paste."""
+    kind = summary.get("recommendation")
+    if kind is None:
+        return ""
     source = summary.get("source") or ""
-    lines = [line.strip() for line in suggestion_lines(summary, source if source.endswith(".py") else None)]
-    rest = _tag("pre", "\n".join(esc(line) for line in lines[1:])) if len(lines) > 1 else ""
-    title = f"Suggestion <small>({esc(summary['suggestion_kind'])})</small>"
-    lead = ("Paste this as your total loss:" if summary["suggestion_kind"] != "trade-off"
-            else "A starting point only: these terms trade off (see below).")
-    return (_tag("h2", title) + _tag("p", lead, "ld-note")
-            + _tag("pre", esc(lines[0]), "ld-paste") + rest)
+    lines = [line.strip() for line in advice_lines(summary, source if source.endswith(".py") else None)]
+    table = [line for line in lines[2:] if not line.startswith(("loss_total", "check it", "in brackets", "the weights",
+                                                                "from only", "refine round"))]
+    paste = next((line for line in lines if line.startswith("loss_total")), None)
+    rest = [line for line in lines if line.startswith(("check it", "in brackets", "the weights", "from only",
+                                                       "refine round"))]
+    parts = [_tag("h2", f"Recommendation <small>({esc(kind)})</small>"),
+             _tag("p", esc(summary.get("recommendation_reason") or ""), "ld-note")]
+    if table:
+        parts.append(_tag("pre", "\n".join(esc(line) for line in table)))
+    if paste:
+        parts += [_tag("p", "Paste this as your total loss:" if kind == "reweight" else "", "ld-note"),
+                  _tag("pre", esc(paste), "ld-paste")]
+    if rest:
+        parts.append(_tag("pre", "\n".join(esc(line) for line in rest)))
+    return "".join(parts)
 
 
 def _findings(summary: dict) -> str:
@@ -139,7 +152,7 @@ def _findings(summary: dict) -> str:
 
 def _per_term(summary: dict) -> str:
     checks = {c.get("term"): c.get("status") for c in summary.get("checks") or []}
-    header = ["term", "weight", "loss first → last", "grad norm", "weighted", "share", "suggested weight"]
+    header = ["term", "weight", "loss first → last", "grad norm", "weighted", "share", "recommended weight"]
     header += ["single-term check"] if checks else []
     rows = []
     for term in summary["terms"]:
@@ -147,7 +160,7 @@ def _per_term(summary: dict) -> str:
         cells = [esc(term), esc(number(row["weight"])),
                  f"{esc(number(row['loss_first']))} → {esc(number(row['loss_last']))}",
                  esc(number(row["grad_norm"])), esc(number(row["weighted_grad_norm"])),
-                 esc(number(row["share"], 3)), esc(number(row["suggested_weight"], 5))]
+                 esc(number(row["share"], 3)), esc(number(row.get("recommended_weight"), 3))]
         rows.append(cells + ([esc(checks.get(term) or "-")] if checks else []))
     note = (f"share: of the weighted gradient on the shared parameters (median over recorded steps); dominance "
             f"threshold {esc(number(summary['dominance_threshold']))}. Grad norms are unweighted, on the shared "
@@ -192,7 +205,7 @@ def _config(diagnosis: Diagnosis, summary: dict, collapsed: bool) -> str:
 
 
 def _body(diagnosis: Diagnosis, summary: dict, figures: Sequence[Any], collapsed: bool) -> str:
-    return "".join([_header(diagnosis, summary), _verdict(summary), _suggestion(summary), _findings(summary),
+    return "".join([_header(diagnosis, summary), _verdict(summary), _recommendation(summary), _findings(summary),
                     _per_term(summary), _figures(figures), _config(diagnosis, summary, collapsed)])
 
 
@@ -205,7 +218,7 @@ def _rendered(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[An
 
 
 def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] = None) -> str:
-    """The whole report.html: verdict, suggestion, findings, per-term table, figures, configuration and versions.
+    """The whole report.html: verdict, recommendation, findings, per-term table, figures, configuration and versions.
 
     A content security policy forbids every script and fetch, as a second wall behind the escaping.
     """

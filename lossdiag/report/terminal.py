@@ -5,6 +5,7 @@ import math
 import shlex
 from typing import Any, Optional
 
+from lossdiag.advise.recommend import SPREAD_WIDE
 from lossdiag.config import format_pairs
 
 FEW_RECORDED_STEPS = 20
@@ -41,29 +42,77 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
 
 
-def suggestion_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
-    """The suggestion as a line to paste, alpha in the forum's form, and the command that checks it."""
-    weights = summary["suggested_weights"]
-    terms = summary["terms"]
-    total = " + ".join(f"{number(weights[t], 5)} * {safe(t)}" for t in terms)
-    lines = [f"  loss_total = {total}"]
-    if summary.get("suggested_alpha") is not None and len(terms) == 2:
-        first, second = (safe(t) for t in terms)
-        lines.append(f"  alpha = {number(summary['suggested_alpha'], 5)} in "
-                     f"alpha * {first} + (1 - alpha) * {second}")
-    if summary["suggestion_kind"] == "trade-off":
-        lines.append("  these terms trade off: no weight balances them. The weights above only equalise "
-                     "gradient norms;")
-        lines.append("  choose alpha by the metric that matters (sweep it and compare on held-out data).")
-    if summary.get("recommendation", summary["suggestion_kind"]) == "trade-off" and model_path:
+def check_command(summary: dict, model_path: str, weights: dict) -> str:
+    """The command that profiles again under `weights`, repeating every option that shaped this run."""
+    config = summary.get("config", {})
+    pairs = format_pairs({t: number(weights[t], 3) for t in summary["terms"]})
+    parts = ["lossdiag profile", shlex.quote(safe(model_path)), "--weights", shlex.quote(safe(pairs))]
+    for option in ("steps", "every", "check_steps", "seed"):
+        if config.get(option) is not None:
+            parts += [f"--{option.replace('_', '-')}", str(config[option])]
+    if config.get("target_shares"):
+        targets = format_pairs({t: number(v, 3) for t, v in config["target_shares"].items()})
+        parts += ["--target", shlex.quote(safe(targets))]
+    return " ".join(parts)
+
+
+def _outcome_cells(outcome: Optional[dict], term: str) -> list[str]:
+    if outcome is None:
+        return ["-", "-", "-"]
+    return [number(outcome["shares"].get(term), 3), number(outcome["applied_shares"].get(term), 3),
+            percent(outcome["progress"].get(term))]
+
+
+def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
+    """The recommendation: weights in force against recommended, each term's share and progress under both, the
+    spread of each weight, the line to paste and the command that checks it."""
+    kind = summary.get("recommendation")
+    if kind is None:
+        return []
+    terms, config = summary["terms"], summary.get("config", {})
+    recommended, in_force, verified = summary["recommended_weights"], summary.get("in_force"), summary["verification"]
+    lines = ["", f"recommendation: {kind} ({safe(summary['recommendation_reason'])})"]
+    if in_force is not None:
+        spread = summary.get("recommended_spread") or {}
+        rows = []
+        for term in terms:
+            low, high = spread.get(term, (None, None))
+            weight = number(recommended[term], 3) + (f" ({number(low, 3)}-{number(high, 3)})" if low is not None else "")
+            rows.append([safe(term), number(summary["weights"][term], 3), *_outcome_cells(in_force, term), weight,
+                         *_outcome_cells(verified, term), percent(summary["per_term"][term].get("progress_alone"))])
+        lines += _table(["term", "in force", "share", "applied", "progress", "recommended", "share", "applied",
+                         "progress", "alone"], rows)
+        lines.append(f"after {config.get('check_steps')} steps from the start under each: share of the weighted "
+                     f"gradient on shared parameters, raw and as the optimizer applies it (Adam-family: scaled by its "
+                     f"second moment); progress: relative drop on {config.get('probe_batches')} probe batches; "
+                     f"alone: the term trained alone")
+    if kind == "trade-off" and model_path:
         lines.append(f"  sweep it: lossdiag sweep {shlex.quote(safe(model_path))} --metric NAME "
                      f"(NAME: a metric your validate(model) returns; without --metric: no term left behind)")
+    if kind != "reweight":
+        return lines
+    weights = recommended
+    lines.append(f"  loss_total = {' + '.join(f'{number(weights[t], 3)} * {safe(t)}' for t in terms)}")
+    if len(terms) == 2 and sum(weights.values()) > 0:
+        first, second = (safe(t) for t in terms)
+        total = sum(weights.values())
+        lines.append(f"  alpha = {number(weights[terms[0]] / total, 3)} in {number(total, 3)} * (alpha * {first} + "
+                     f"(1 - alpha) * {second}), the sum of the weights in force kept")
+    if summary.get("recommended_spread"):
+        lines.append("  in brackets: each weight from the first and the second half of the recorded steps")
+    if summary.get("profile_longer_steps"):
+        spread = summary["recommended_spread"]
+        widest = max(spread, key=lambda t: spread[t][1] / spread[t][0] if spread[t][0] > 0 else math.inf)
+        low, high = spread[widest]
+        lines.append(f"  the weights moved more than {SPREAD_WIDE:g}x between the halves of the recorded steps "
+                     f"(widest: {safe(widest)} {number(low, 3)}-{number(high, 3)}): profile longer (--steps "
+                     f"{summary['profile_longer_steps']}) to see whether they settle; a weight that keeps moving "
+                     f"follows the terms' learning, and the weights printed are the ones verified")
     if summary.get("recorded_steps", 0) < FEW_RECORDED_STEPS:
         lines.append(f"  from only {summary.get('recorded_steps', 0)} recorded steps: gradient norms move fast early "
                      f"in training, so profile longer (--steps) before trusting it")
     if model_path:
-        pairs = format_pairs({t: number(weights[t], 5) for t in terms})
-        lines.append(f"  check it: lossdiag profile {shlex.quote(safe(model_path))} --weights {shlex.quote(pairs)}")
+        lines.append(f"  check it: {check_command(summary, model_path, weights)}")
     for entry in summary.get("refinement", []):
         shares = ", ".join(f"{safe(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
         lines.append(f"  refine round {entry['round']}: the previous suggestion gave shares {shares}")
@@ -162,8 +211,8 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         rows.append([safe(term), number(row["weight"]),
                      f"{number(row['loss_first'])} -> {number(row['loss_last'])}",
                      number(row["grad_norm"]), number(row["weighted_grad_norm"]), number(row["share"], 3),
-                     number(row["suggested_weight"], 5)])
-    lines += _table(["term", "weight", "loss first -> last", "grad norm", "weighted", "share", "suggested"],
+                     number(row.get("recommended_weight"), 3)])
+    lines += _table(["term", "weight", "loss first -> last", "grad norm", "weighted", "share", "recommended"],
                     rows)
     lines += ["", f"share: of the weighted gradient on shared parameters (median over recorded steps); "
                   f"dominance threshold {number(summary['dominance_threshold'])}"]
@@ -176,7 +225,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
             a, b = (safe(t) for t in pair["terms"])
             lines.append(f"  {a} vs {b}: cosine {number(pair['cosine_median'], 3)}, "
                          f"negative on {percent(pair['negative_fraction'])} of steps")
-    lines += ["", f"suggestion ({summary['suggestion_kind']}):", *suggestion_lines(summary, model_path)]
+    lines += advice_lines(summary, model_path)
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
     return plain(lines)
