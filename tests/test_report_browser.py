@@ -41,7 +41,7 @@ def test_the_report_renders_offline_with_every_figure(run_dir, tmp_path):
     assert page.network_requests == []
     assert page.nonblank
     assert page.title.startswith("lossdiag: ")
-    assert len(drawn_figures(run_dir)) == 7
+    assert len(drawn_figures(run_dir)) == 8   # the seven of the profile and the progress of each term under each weighting
     assert page.images_total == page.images_loaded == len(drawn_figures(run_dir))
 
 
