@@ -226,10 +226,10 @@ def recommend(run: RunData, config: Config, shares: Mapping[str, float], dominan
     start = start_weights(current, shares, targets, total)
     spread = _spread(run, start, start, current, targets, total)
     if config.no_verify or in_force is None:
-        why = "--no-verify" if config.no_verify else "no run from the start was made here"
+        why = ("not verified (--no-verify): profile again with --weights to confirm" if config.no_verify else
+               "not verified: a Monitor's run cannot be rerun from its start; confirm with lossdiag profile --weights")
         return Recommendation(**{**base, "kind": REWEIGHT, "weights": start, "spread": spread,
-                                 "longer_steps": _longer(spread, config.steps)},
-                              reason=f"not verified ({why}): profile again with --weights to confirm")
+                                 "longer_steps": _longer(spread, config.steps)}, reason=why)
     rounds = [_outcome(r, alone, config) for r in run.extra.get("verify", [])]
     candidate = start
     for number, outcome in enumerate(rounds, 1):
