@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from lossdiag.advise.probe import Probe
-from lossdiag.record.gradients import term_gradients
-from lossdiag.record.shared import discover
+from lossdiag.record.gradients import reach, term_gradients, trainable_parameters
 from lossdiag.spec import ModelSpec, compute_terms
 
 
@@ -60,8 +59,9 @@ def term_shares(spec: ModelSpec, model: torch.nn.Module, optimizer: torch.optim.
         for batch in probe.batches:
             terms = compute_terms(spec, model, batch, names)
             names = names or list(terms)
-            layout = discover(model, terms)
-            grads = term_gradients(terms, layout)
+            parameter_names, parameters = trainable_parameters(model)
+            grads = term_gradients(terms, parameters)
+            layout = reach(grads, parameter_names, parameters)
             shared = set(layout.shared)
             sharing = [t for t in names if any(i in shared for i in layout.reached.get(t, ()))]
             raw, applied = {}, {}
