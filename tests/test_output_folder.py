@@ -75,3 +75,21 @@ def test_out_dot_never_touches_the_users_files(tmp_path):
     assert {"model.py", "mine.png", "records.jsonl", "summary.json", "report.html"} <= names
     assert not any(name.startswith("lossdiag-unfinished-") for name in names)
     assert os.path.getsize(tmp_path / "report.html") > 0
+
+
+def test_a_sweep_rerun_that_fails_leaves_the_earlier_sweep_and_a_users_file_alone(fixtures, tmp_path):
+    out = tmp_path / "out"
+    first = run_cli("sweep", fixtures / "sweep_tradeoff.py", "--steps", "10", "--sweep-steps", "10", "--points", "3",
+                    "--jobs", "1", "--out", out)
+    assert first.returncode in (0, 1), first.stderr
+    before = {name: (out / name).read_bytes() for name in ("sweep.json", "sweep.html", "sweep_records.jsonl")}
+    (out / "notes.txt").write_text("mine")
+    failed = run_cli("sweep", fixtures / "sweep_tradeoff.py", "--steps", "10", "--sweep-steps", "10", "--points", "3",
+                     "--metric", "no_such_metric", "--out", out)
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1
+    assert {name: (out / name).read_bytes() for name in before} == before
+    assert (out / "notes.txt").read_text() == "mine"
+    assert not list(out.glob("lossdiag-unfinished-*"))
+    profile = run_cli("profile", fixtures / "sweep_tradeoff.py", "--steps", "5", "--check-steps", "0",
+                      "--out", out)
+    assert (out / "summary.json").is_file() and (out / "sweep.json").is_file(), profile.stderr

@@ -80,7 +80,6 @@ def _points_done(path: Path) -> int:
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to find the worker processes")
 def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, tmp_path):
     out = tmp_path / "killed"
-    records = out / "sweep_records.jsonl"
     child = subprocess.Popen([sys.executable, "-m", "lossdiag", "sweep", str(fixtures / "sweep_slow.py"), "--steps",
                               "10", "--sweep-steps", "40", "--points", "9", "--jobs", "2", "--out", str(out)],
                              env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -88,7 +87,7 @@ def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, 
 
     def two_points_done() -> bool:
         workers[:] = _children(child.pid)
-        return _points_done(records) >= 2
+        return sum(_points_done(path) for path in out.glob("lossdiag-unfinished-*/sweep_records.jsonl")) >= 2
 
     kill_when(child, two_points_done, 180, "two finished points")
     assert len(workers) >= 2
@@ -96,16 +95,17 @@ def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, 
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_alive(w) for w in workers), "worker processes outlived the killed sweep"
-    done = _points_done(records)
-    assert not (out / "sweep.html").exists()
-    report = run_cli("report", out)
+    kept = list(out.glob("lossdiag-unfinished-*/sweep_records.jsonl"))
+    assert len(kept) == 1 and not (out / "sweep_records.jsonl").exists() and not (out / "sweep.html").exists()
+    done, run = _points_done(kept[0]), kept[0].parent
+    report = run_cli("report", run)
     assert report.returncode == 0, report.stderr
-    written = json.loads((out / "sweep.json").read_text())
+    written = json.loads((run / "sweep.json").read_text())
     assert not written["complete"] and len(written["points"]) == done < written["planned_points"]
     assert written["recommended"] is not None
-    page = (out / "sweep.html").read_text()
+    page = (run / "sweep.html").read_text()
     assert "This sweep ended early" in page and f"{done} of {written['planned_points']} points finished" in page
-    assert (out / "sweep.png").is_file()
+    assert (run / "sweep.png").is_file()
 
 
 def test_report_on_a_folder_without_records_says_so(tmp_path):

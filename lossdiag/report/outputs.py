@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Collection, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 from lossdiag.diagnose import Diagnosis
 from lossdiag.errors import SpecError
@@ -33,22 +33,37 @@ def own_names() -> set[str]:
     return {RECORDS, SUMMARY, REPORT, *(f"{name}.png" for name in FIGURE_NAMES)}
 
 
-def owned(out: Path) -> set[str]:
-    """The files in `out` that an earlier lossdiag run wrote (see the module's docstring)."""
+def owned(out: Path, names: Collection[str]) -> set[str]:
+    """Which of `names` in `out` an earlier lossdiag run wrote (see the module's docstring); without a manifest,
+    all of them that are there when one of them is a JSON file of lossdiag's (summary.json, sweep.json)."""
     try:
         listed = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        return set(listed) & own_names() if isinstance(listed, list) else set()
+        return set(listed) & set(names) if isinstance(listed, list) else set()
     except FileNotFoundError:
         pass
     except (OSError, ValueError):
         return set()
+    return {name for name in names if (out / name).is_file()} if _legacy(out, names) else set()
+
+
+def _legacy(out: Path, names: Collection[str]) -> bool:
+    for name in (n for n in names if n.endswith(".json")):
+        try:
+            earlier = json.loads((out / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(earlier, dict) and "lossdiag_version" in earlier:
+            return True
+    return False
+
+
+def _manifest(out: Path) -> set[str]:
+    """Every name the folder's manifest lists (a profile's and a sweep's outputs can share a folder)."""
     try:
-        earlier = json.loads((out / SUMMARY).read_text(encoding="utf-8"))
+        listed = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return set()
-    if not isinstance(earlier, dict) or "lossdiag_version" not in earlier:
-        return set()
-    return {name for name in own_names() if (out / name).is_file()}
+    return {name for name in listed if isinstance(name, str)} if isinstance(listed, list) else set()
 
 
 def claim(out: Path, names: Collection[str]) -> None:
@@ -58,7 +73,7 @@ def claim(out: Path, names: Collection[str]) -> None:
         raise SpecError(f"--out {out}: is a file, not a folder")
     if not out.is_dir():
         return
-    mine = owned(out)
+    mine = owned(out, names)
     foreign = sorted(name for name in names if os.path.lexists(out / name) and name not in mine)
     if foreign:
         raise SpecError(f"--out {out}: '{foreign[0]}' there was not written by lossdiag; choose another --out or "
@@ -66,12 +81,19 @@ def claim(out: Path, names: Collection[str]) -> None:
 
 
 class Staging:
-    """A new folder inside `out` where a run writes its outputs; publish() swaps them into `out`."""
+    """A new folder inside `out` where a run writes its outputs; publish() swaps them into `out`.
 
-    def __init__(self, out: str | Path, keep: Collection[str] = ()) -> None:
+    `names` are the files this kind of run writes (a profile's by default; a sweep passes its own), `records` the
+    one its records stream to, kept after a failure.
+    """
+
+    def __init__(self, out: str | Path, keep: Collection[str] = (), names: Optional[Collection[str]] = None,
+                 records: str = RECORDS) -> None:
         self.out = Path(out)
         self.keep = set(keep)
-        claim(self.out, own_names() - self.keep)
+        self.names = set(names) if names is not None else own_names()
+        self.records = records
+        claim(self.out, self.names - self.keep)
         self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(dir=self.out, prefix=STAGING_PREFIX))
@@ -79,14 +101,15 @@ class Staging:
     def publish(self) -> list[Path]:
         """Move the staged files into `out`, remove the ones an earlier run wrote that this one did not (except
         `keep`, the files this run wrote in place), record the manifest, and drop the staging folder."""
-        new = sorted(p.name for p in self.path.iterdir() if p.name in own_names())
+        new = sorted(p.name for p in self.path.iterdir() if p.name in self.names)
         claim(self.out, new)
-        earlier = owned(self.out)
+        earlier = owned(self.out, self.names)
+        others = {name for name in _manifest(self.out) - self.names if (self.out / name).is_file()}
         for name in new:
             os.replace(self.path / name, self.out / name)
         for name in sorted(earlier - set(new) - self.keep):
             (self.out / name).unlink(missing_ok=True)
-        written = sorted(set(new) | {name for name in self.keep if (self.out / name).is_file()})
+        written = sorted(set(new) | others | {name for name in self.keep if (self.out / name).is_file()})
         write_atomic(self.out / MANIFEST, json.dumps(written) + "\n")
         shutil.rmtree(self.path, ignore_errors=True)
         return [self.out / name for name in new]
@@ -94,7 +117,7 @@ class Staging:
     def abandon(self) -> Optional[Path]:
         """After a failure: the staged records when any were streamed (they stay, for `lossdiag report`), else
         None, with the staging folder removed (and `out` too when this run created it and it is empty)."""
-        records = self.path / RECORDS
+        records = self.path / self.records
         if records.is_file() and records.stat().st_size:
             return records
         shutil.rmtree(self.path, ignore_errors=True)
@@ -125,17 +148,22 @@ def render_outputs(folder: Path, diagnosis: Diagnosis, summary: dict) -> None:
     write_atomic(folder / REPORT, page(diagnosis, summary, figures))
 
 
-def publish(staging: Staging, diagnosis: Diagnosis, summary: dict, records: Optional[Sequence[dict]] = None) -> None:
-    """Render a finished run into its staging folder (with `records`, when they were not streamed there) and swap
-    it into the output folder; on a failure the output folder is left as it was."""
+def publish_with(staging: Staging, render: Callable[[Path], None], records: Optional[Sequence[dict]] = None) -> None:
+    """Write `records` (when they were not streamed there) and what `render` draws into the staging folder, and
+    swap it into the output folder; on a failure the output folder is left as it was."""
     try:
         if records is not None:
-            write_records(staging.path / RECORDS, records)
-        render_outputs(staging.path, diagnosis, summary)
+            write_records(staging.path / staging.records, records)
+        render(staging.path)
         staging.publish()
     except BaseException as exc:
         keep_records(staging, exc)
         raise
+
+
+def publish(staging: Staging, diagnosis: Diagnosis, summary: dict, records: Optional[Sequence[dict]] = None) -> None:
+    """Render a finished profile into its staging folder and swap it into the output folder."""
+    publish_with(staging, lambda folder: render_outputs(folder, diagnosis, summary), records)
 
 
 def write_outputs(out: str | Path, diagnosis: Diagnosis, summary: dict,

@@ -9,7 +9,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from lossdiag.config import Config, load
 from lossdiag.errors import SpecError
 from lossdiag.record.stream import finite_or_none
-from lossdiag.report.files import write_records
 from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
 from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
 from lossdiag.sweep.run import run_sweep
@@ -21,7 +20,6 @@ class SweepResult:
 
     records: list[dict]
     data: SweepData
-    streamed_to: Optional[Path] = None
 
     @functools.cached_property
     def summary(self) -> dict:
@@ -46,15 +44,12 @@ class SweepResult:
         return f"<SweepResult: {len(self.points)} points, recommended {name}, by {self.data.choice.criterion}>"
 
     def save(self, out: str | Path) -> Path:
-        """Write sweep_records.jsonl (unless already streamed there), sweep.json, sweep.png and sweep.html."""
+        """Write sweep_records.jsonl, sweep.json, sweep.png and sweep.html into a folder, replacing lossdiag's
+        earlier outputs there only once all are written."""
         from lossdiag.report.sweep_outputs import write_sweep_outputs
 
-        out = Path(out)
-        path = out / SWEEP_RECORDS
-        if self.streamed_to is None or self.streamed_to.resolve() != path.resolve():
-            write_records(path, self.records)
-        write_sweep_outputs(out, self.data)
-        return out
+        write_sweep_outputs(out, self.data, self.records)
+        return Path(out)
 
     def _repr_html_(self) -> str:
         """In Jupyter: the verdict, the line to paste, the table of points and the figure."""
@@ -98,10 +93,19 @@ def sweep(model: Any, batches: Any = None, losses: Optional[Callable] = None, *,
 
 def run_sweep_result(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
                      progress: Optional[bool] = None) -> SweepResult:
-    """Run the sweep, save its outputs when config.out is set, and return the result."""
-    records = run_sweep(spec, config, model_path, progress)
-    streamed_to = Path(config.out) / SWEEP_RECORDS if config.out else None
-    result = SweepResult(records, SweepData.from_records(records), streamed_to)
-    if config.out:
-        result.save(config.out)
+    """Run the sweep and return the result; with config.out, records stream into a staging folder inside it,
+    swapped in with the page only when the sweep succeeds (kept and named if it fails)."""
+    from lossdiag.report.outputs import keep_records
+    from lossdiag.report.sweep_outputs import publish_sweep, sweep_staging
+
+    staging = sweep_staging(config.out) if config.out else None
+    try:
+        records = run_sweep(spec, config, model_path, progress,
+                            records_path=staging.path / SWEEP_RECORDS if staging is not None else None)
+    except BaseException as exc:
+        keep_records(staging, exc)
+        raise
+    result = SweepResult(records, SweepData.from_records(records))
+    if staging is not None:
+        publish_sweep(staging, result.data)
     return result

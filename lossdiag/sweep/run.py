@@ -26,7 +26,7 @@ from lossdiag.spec import ModelSpec
 from lossdiag.sweep.grid import Candidate, alpha_of, candidates
 from lossdiag.sweep.jobs import Bench, Job, available_cores, probe_for, run_all
 from lossdiag.sweep.metrics import check_metric, evaluate
-from lossdiag.sweep.records import ALONE, END, HEADER, POINT, SWEEP_RECORDS
+from lossdiag.sweep.records import ALONE, END, HEADER, POINT
 
 
 def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
@@ -64,8 +64,9 @@ def _centre(spec: ModelSpec, config: Config, start: dict, enabled: bool) -> tupl
 
 
 def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
-              progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = None) -> list[dict]:
-    """Run the sweep and return its records (streamed to config.out/sweep_records.jsonl when out is set).
+              progress: Optional[bool] = None, say: Optional[Callable[[str], None]] = None,
+              records_path: Optional[Path] = None) -> list[dict]:
+    """Run the sweep and return its records (streamed to `records_path` when given).
 
     `model_path` lets worker processes load the model file themselves (--jobs); `say` receives the time
     estimate (default: stderr, on a terminal only, like the progress bar).
@@ -95,7 +96,7 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
             check_metric(spec, config.metric, names)
             jobs = _jobs(terms, plan)
             processes = default_jobs(config, model_path, len(jobs))
-            writer = RecordWriter(Path(config.out) / SWEEP_RECORDS) if config.out else None
+            writer = RecordWriter(records_path) if records_path is not None else None
             keep({"kind": HEADER, "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
                   "source": spec.source, "terms": terms, "weights": current, "suggested": suggested,
                   "suggested_alpha": alpha_of(suggested, terms) if len(terms) == 2 else None,
