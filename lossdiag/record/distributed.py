@@ -10,7 +10,7 @@ recorded step, or close()), never at the time-based host flushes, which fall at 
 from __future__ import annotations
 
 import sys
-from typing import Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
@@ -18,7 +18,7 @@ import torch.distributed as dist
 from lossdiag.errors import SpecError
 from lossdiag.record.gradients import TermGrads
 from lossdiag.record.scopes import REPRESENTATION, Measurement, Scope
-from lossdiag.record.shared import Layout, discover
+from lossdiag.record.shared import Layout, discover, graph_nodes
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -73,7 +73,7 @@ class Ranks:
         autograd sees.
         """
         layout = discover(model, terms)
-        if self._summing and any(type(node).__name__ == SINK for node in _nodes(terms.values())):
+        if self._summing and any(type(node).__name__ == SINK for node in graph_nodes(*terms.values())):
             raise SpecError("Monitor(scope='representation') cannot tell the terms apart behind "
                             "DistributedDataParallel(find_unused_parameters=True), which joins the model's outputs "
                             "in one node; use scope='all' (exact) or find_unused_parameters=False")
@@ -184,19 +184,6 @@ def _unsharded_twins(model: torch.nn.Module) -> dict[int, int]:
             if unsharded is not None:
                 twins[id(param.sharded_param)] = id(unsharded)
     return twins
-
-
-def _nodes(terms: Iterable[torch.Tensor]) -> Iterator:
-    """Every node of the terms' autograd graphs, once each."""
-    seen: set = set()
-    stack = [term.grad_fn for term in terms if term.grad_fn is not None]
-    while stack:
-        node = stack.pop()
-        if node in seen:
-            continue
-        seen.add(node)
-        yield node
-        stack.extend(child for child, _ in node.next_functions if child is not None)
 
 
 def _buffer_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:

@@ -7,10 +7,10 @@ from typing import Iterator, Mapping, Optional
 import torch
 
 
-def graph_nodes(term: torch.Tensor) -> Iterator[torch.autograd.graph.Node]:
-    """Every node of the term's autograd graph, once each."""
+def graph_nodes(*terms: torch.Tensor) -> Iterator[torch.autograd.graph.Node]:
+    """Every node of the terms' autograd graphs, once each."""
     seen: set[torch.autograd.graph.Node] = set()
-    stack = [term.grad_fn] if term.grad_fn is not None else []
+    stack = [term.grad_fn for term in terms if term.grad_fn is not None]
     while stack:
         node = stack.pop()
         if node in seen:
