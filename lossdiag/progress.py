@@ -21,6 +21,11 @@ class Progress:
         if self._bar is not None:
             self._bar.set_description(description)
 
+    def note(self, line: str) -> None:
+        """Print a line above the bar (a time estimate), only where the bar is drawn."""
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+
     def update(self, count: int = 1) -> None:
         if self._bar is not None:
             self._bar.update(count)

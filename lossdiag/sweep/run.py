@@ -69,11 +69,10 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
     """Run the sweep and return its records (streamed to `records_path` when given).
 
     `model_path` lets worker processes load the model file themselves (--jobs); `say` receives the time
-    estimate (default: stderr, on a terminal only, like the progress bar).
+    estimate (default: printed above the progress bar, so on a terminal only).
     """
     ensure_steps(config)
     enabled = sys.stderr.isatty() if progress is None else progress
-    say = say or (lambda line: print(line, file=sys.stderr, flush=True) if enabled else None)
     writer: Optional[RecordWriter] = None
     records: list[dict] = []
 
@@ -107,8 +106,8 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
             for done, record in enumerate(run_all(bench, jobs, processes, model_path, Path(scratch)), start=1):
                 keep(record)
                 if done == 1:
-                    say(estimate_line(record["seconds"], len(jobs) - 1, processes))
                     bar = Progress(len(jobs) * config.sweep_steps, "sweep", enabled)
+                    (say or bar.note)(estimate_line(record["seconds"], len(jobs) - 1, processes))
                 if bar is not None:
                     bar.update(config.sweep_steps)
             keep({"kind": END, "step": len(plan), "runs": len(jobs)})
