@@ -46,6 +46,9 @@ class Config:
     sweep_tolerance: float = 0.05
     verify_max_loss: float = 0.5
     share_tolerance: float = 0.15
+    max_cost: float = 0.1
+    min_gain: float = 0.05
+    main: typing.Optional[typing.List[str]] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
@@ -57,7 +60,7 @@ _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
 _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
-                  "starved_min_drop", "starved_ratio", "verify_max_loss", "share_tolerance"}
+                  "starved_min_drop", "starved_ratio", "verify_max_loss", "share_tolerance", "max_cost", "min_gain"}
 _COSINE = {"conflict_cosine"}
 SEED_LIMIT = 2 ** 32
 
@@ -87,6 +90,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
+    elif name == "main":
+        return parse_main(value, f"{where}'main'")
     else:
         value = parse_weights(value, f"{where}'{name}'")
         if name == "target_shares" and not all(share > 0 for share in value.values()):
@@ -119,6 +124,15 @@ def check_device(name: str, where: str = "") -> None:
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or others for a missing device
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise SpecError(f"{where}'device' {name!r} is not available on this machine ({reason})") from None
+
+
+def parse_main(value: Any, what: str) -> list[str]:
+    """The `main` terms: a list of term names, or 'a,b' text."""
+    if isinstance(value, str):
+        value = [name.strip() for name in value.split(",") if name.strip()]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(n, str) and n for n in value):
+        raise SpecError(f"{what} must be a list of term names (or 'a,b'), got {value!r:.80}")
+    return list(dict.fromkeys(value))
 
 
 MAX_WEIGHT = 1e30

@@ -1,0 +1,84 @@
+"""The one yardstick: each term's loss at the end of runs from the same start, paired batch by batch.
+
+Two runs from the same start (same seed, initial state, batch stream, optimizer and steps) are compared on the
+same evaluation batches (the model file's validation_batches(), else probe batches drawn from batches()): the
+change of a term is (end - reference) / |reference| of its mean end losses (end / reference - 1 for a positive
+loss), in the term's own units, and its noise is the standard error of the per-batch differences over the reference's mean. A change is clear only beyond
+z = check_noise_z noise; relative drops from the start are a display, never a decision.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Optional, Sequence
+
+PerBatch = Sequence[Mapping[str, float]]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunEnd:
+    """A run from the same start under `weights`: each term's loss on each evaluation batch at the run's end."""
+
+    weights: dict[str, float]
+    end: list[dict[str, float]]
+    skipped_updates: int = 0
+
+    @property
+    def mean(self) -> dict[str, float]:
+        """Each term's mean end loss over the evaluation batches."""
+        return mean_of(self.end)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One term's end under a run against a reference's: (end - reference) / |reference|, and its noise."""
+
+    change: Optional[float]
+    noise: Optional[float]
+    end: Optional[float]
+    reference: Optional[float]
+
+    def clear(self, z: float) -> int:
+        """+1 clearly worse (higher loss), -1 clearly better, 0 within z noise or undefined."""
+        if self.change is None or self.noise is None:
+            return 0
+        if self.change > z * self.noise:
+            return 1
+        return -1 if self.change < -z * self.noise else 0
+
+
+def mean_of(per_batch: PerBatch) -> dict[str, float]:
+    """Each term's mean over batches (NaN where a batch lacks it)."""
+    if not per_batch:
+        return {}
+    return {name: sum(b.get(name, math.nan) for b in per_batch) / len(per_batch) for name in per_batch[0]}
+
+
+def change(end: PerBatch, reference: PerBatch, term: str) -> Change:
+    """`term` at the end of a run against a reference run, paired batch by batch on the same evaluation batches.
+
+    Undefined (None) where a value is not finite, the batches differ in number, or the reference mean is 0.
+    """
+    ends = [b.get(term, math.nan) for b in end]
+    refs = [b.get(term, math.nan) for b in reference]
+    if not ends or len(ends) != len(refs) or not all(math.isfinite(v) for v in ends + refs):
+        finite = [v for v in ends if math.isfinite(v)]
+        return Change(None, None, sum(finite) / len(finite) if len(finite) == len(ends) and ends else None, None)
+    mean_end, mean_ref = sum(ends) / len(ends), sum(refs) / len(refs)
+    if mean_ref == 0:
+        return Change(None, None, mean_end, mean_ref)
+    differences = [e - r for e, r in zip(ends, refs)]
+    noise = None
+    if len(differences) >= 2:
+        centre = sum(differences) / len(differences)
+        variance = sum((d - centre) ** 2 for d in differences) / (len(differences) - 1)
+        noise = math.sqrt(variance / len(differences)) / abs(mean_ref)
+    return Change((mean_end - mean_ref) / abs(mean_ref), noise, mean_end, mean_ref)
+
+
+def changes(end: PerBatch, reference: PerBatch, terms: Sequence[str]) -> dict[str, Change]:
+    """`change` for every term."""
+    return {term: change(end, reference, term) for term in terms}

@@ -1,0 +1,293 @@
+"""The one rule, shared by the profile, the sweep and find_weights: decide over verified runs from the same start.
+
+`reweight` only for a verified candidate that helps (some term, not an opposed one, clearly better by at least
+min_gain on the outcome) while no other term pays more than max_cost and no `main` term pays anything beyond
+noise. Among the qualifying candidates the one that serves the terms best (the largest sum of log end-loss
+ratios), and of those within min_gain of it the cheapest (smallest worst cost). None qualifies: `trade-off` when a
+candidate's gain for a term that had something to gain (starved, behind, opposed, or main) costs other terms, else
+`keep`.
+
+`decide` is pure over an Evidence; the candidates it still wants run come back in `pending` (the driver runs them
+from the same start, adds them to the evidence and asks again), so a record of the runs rebuilds the decision.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Mapping, Optional, Sequence
+
+from lossdiag.advise.candidates import decades, distinct, fixed_point, same, share_balancing, stepped_down
+from lossdiag.advise.outcome import RunEnd, changes, mean_of
+from lossdiag.advise.situations import OPPOSED, Situation, situations
+from lossdiag.config import Config
+
+KEEP, REWEIGHT, TRADE_OFF = "keep", "reweight", "trade-off"
+VALIDATION, PROBE = "validation", "probe"
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What the rule decides on: the runs from the same start measured on the same evaluation batches.
+
+    `start` is each term's loss on each evaluation batch before training; `in_force` the run under the weights in
+    force (None when it could not be run: a Monitor); `alone` each term trained alone; `candidates` the candidate
+    runs so far. `shares` are the terms' shares of the weighted shared gradient under the weights in force,
+    `dominant` the term past the dominance threshold, `targets` the target shares of the share-balancing
+    candidate, `user_targets` whether the user set them.
+    """
+
+    terms: list[str]
+    weights: dict[str, float]
+    on: str
+    start: list[dict[str, float]]
+    in_force: Optional[RunEnd]
+    alone: dict[str, RunEnd]
+    candidates: list[RunEnd]
+    shares: dict[str, float]
+    dominant: Optional[str]
+    targets: dict[str, float]
+    main: list[str] = dataclasses.field(default_factory=list)
+    user_targets: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Assessment:
+    """One verified candidate against the weights in force: each term's mean end, change and noise (CONTRACT
+    section 4 `outcome.candidates`), the clear gains and costs, whether it qualifies, and the verdict in words."""
+
+    weights: dict[str, float]
+    end: dict[str, Optional[float]]
+    change: dict[str, Optional[float]]
+    noise: dict[str, Optional[float]]
+    gains: dict[str, float]
+    costs: dict[str, float]
+    qualifies: bool
+    verdict: str
+
+    @property
+    def worst_cost(self) -> float:
+        return max(self.costs.values(), default=0.0)
+
+    @property
+    def value(self) -> float:
+        """The sum over terms of log(in force end / candidate end): how much better it serves all terms."""
+        return -sum(math.log1p(max(c, -0.99)) for c in self.change.values() if c is not None)
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights, "end": self.end, "change": self.change, "noise": self.noise,
+                "verdict": self.verdict}
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """The decision and why. `pending` holds the candidates still to run from the same start (the driver runs
+    them and asks again); `candidate` the best unverified weights where no run could be made (a Monitor).
+
+    The display fields (`in_force_outcome`, `verification`, `rounds`, `spread`, `longer_steps`) are filled by
+    the profile, which has the shares and progress of its runs; an engine-only decision leaves them empty.
+    """
+
+    kind: str
+    weights: dict[str, float]
+    reason: str
+    on: str
+    target_shares: dict[str, float]
+    in_force_end: dict[str, Optional[float]]
+    assessments: list[Assessment]
+    chosen: Optional[int]
+    situations: dict[str, Situation]
+    main: list[str]
+    max_cost: float
+    tried: bool
+    pending: list[dict[str, float]] = dataclasses.field(default_factory=list)
+    candidate: Optional[dict[str, float]] = None
+    in_force: Optional[object] = None
+    verification: Optional[object] = None
+    rounds: list = dataclasses.field(default_factory=list)
+    spread: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    longer_steps: Optional[int] = None
+
+    @property
+    def opposed(self) -> list[str]:
+        return [t for t, s in self.situations.items() if s.name == OPPOSED]
+
+    def outcome(self) -> Optional[dict]:
+        """CONTRACT section 4 `outcome`: the yardstick every decision used, None when nothing was run."""
+        if not self.in_force_end:
+            return None
+        return {"on": self.on, "in_force": self.in_force_end, "candidates": [a.to_dict() for a in self.assessments],
+                "max_cost": self.max_cost, "chosen": self.chosen}
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.1%}" if abs(value) < 10 else f"{value * 100:+.3g}%"
+
+
+def _terms_text(values: Mapping[str, float]) -> str:
+    return ", ".join(f"'{t}' {_pct(v)}" for t, v in values.items())
+
+
+def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: Sequence[str],
+           config: Config) -> Assessment:
+    """A candidate run against the run under the weights in force, on the same evaluation batches."""
+    z = config.check_noise_z
+    compared = changes(run.end, in_force.end, list(found))
+    gains = {t: -c.change for t, c in compared.items()
+             if c.clear(z) < 0 and -c.change >= config.min_gain and found[t].name != OPPOSED}
+    costs = {t: c.change for t, c in compared.items() if c.clear(z) > 0}
+    costs.update({t: math.inf for t, c in compared.items() if c.change is None and c.reference is not None})
+    main_pays = {t: costs[t] for t in main if t in costs}
+    over = {t: v for t, v in costs.items() if v > config.max_cost}
+    qualifies = bool(gains) and not main_pays and not over
+    if main_pays:
+        why = f"main {_terms_text(main_pays)} would pay"
+    elif over:
+        why = f"costs {_terms_text(over)} (bound {config.max_cost:.0%})"
+    elif not gains:
+        why = "no term clearly better"
+    else:
+        why = "qualifies"
+    if gains:
+        better = _terms_text({t: -g for t, g in gains.items()})
+        why = f"{better}; {why}" if not qualifies else f"{why}: {better}"
+    return Assessment(dict(run.weights), {t: c.end for t, c in compared.items()},
+                      {t: c.change for t, c in compared.items()}, {t: c.noise for t, c in compared.items()},
+                      gains, costs, qualifies, why)
+
+
+def planned(evidence: Evidence, found: Mapping[str, Situation], config: Config) -> list[dict[str, float]]:
+    """The first candidates: share balancing, the dominant term stepped down on a log scale, the fixed point."""
+    total = sum(evidence.weights.values())
+    first = [share_balancing(evidence.weights, evidence.shares, evidence.targets, total)]
+    dominant = evidence.dominant
+    if dominant is not None and dominant in evidence.targets:
+        first += stepped_down(evidence.weights, dominant, evidence.shares[dominant], evidence.targets[dominant],
+                              total)
+    point = fixed_point(evidence.weights, found, total)
+    first += [point] if point is not None else []
+    return distinct(first, [evidence.weights])
+
+
+def halfway(weights: Mapping[str, float], towards: Mapping[str, float]) -> dict[str, float]:
+    """The geometric midpoint of two weightings (each weight), scaled to the sum of `weights`."""
+    mid = {t: math.sqrt(weights[t] * towards[t]) if weights[t] > 0 and towards[t] > 0 else weights[t]
+           for t in weights}
+    total, current = sum(weights.values()), sum(mid.values())
+    return {t: w * total / current for t, w in mid.items()} if current > 0 else dict(weights)
+
+
+def _to_gain(assessment: Assessment, found: Mapping[str, Situation], main: Sequence[str], config: Config) -> bool:
+    """Whether a candidate clearly serves a term that had something to gain (starved, behind, opposed, main)."""
+    z = config.check_noise_z
+    for term, change in assessment.change.items():
+        noise = assessment.noise.get(term)
+        clear = change is not None and noise is not None and change < -z * noise and -change >= config.min_gain
+        if clear and (found[term].to_gain or term in main):
+            return True
+    return False
+
+
+def _corrections(evidence: Evidence, assessments: Sequence[Assessment], found: Mapping[str, Situation],
+                 config: Config) -> list[dict[str, float]]:
+    """When no candidate qualifies but some serve a term with something to gain at too high a cost: the geometric
+    midpoint of the cheapest such candidate and the nearest run that costs within the bound (the weights in force
+    at worst), a cheaper step the same way; at most verify_rounds such steps."""
+    costly = [a for a in assessments if not a.qualifies and _to_gain(a, found, evidence.main, config)]
+    if not costly or any(a.qualifies for a in assessments):
+        return []
+    cheapest = min(costly, key=lambda a: a.worst_cost)
+    within = [evidence.weights] + [a.weights for a in assessments if a.worst_cost <= config.max_cost]
+    nearest = min(within, key=lambda w: decades(w, cheapest.weights))
+    rounds = len(evidence.candidates) - len(planned(evidence, found, config))
+    return [halfway(nearest, cheapest.weights)] if rounds < config.verify_rounds else []
+
+
+def choose(assessments: Sequence[Assessment], config: Config) -> Optional[int]:
+    """The qualifying candidate that serves the terms best; of those within min_gain of it, the cheapest."""
+    qualifying = [k for k, a in enumerate(assessments) if a.qualifies]
+    if not qualifying:
+        return None
+    best = max(assessments[k].value for k in qualifying)
+    close = [k for k in qualifying if assessments[k].value >= best - config.min_gain]
+    return min(close, key=lambda k: (assessments[k].worst_cost, -assessments[k].value))
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+    """The rule applied to runs already made: each term's situation, each candidate's assessment, the choice."""
+
+    situations: dict[str, Situation]
+    assessments: list[Assessment]
+    chosen: Optional[int]
+
+
+def judge(terms: Sequence[str], start: list[dict[str, float]], in_force: RunEnd, alone: Mapping[str, RunEnd],
+          candidates: Sequence[RunEnd], main: Sequence[str], config: Config) -> Judgement:
+    """Situations from the start, each term alone and the weights in force; each candidate assessed against the
+    weights in force; the chosen one (None when none qualifies). The profile and the sweep both decide by this."""
+    found = situations(terms, start, in_force, alone, config)
+    assessments = [assess(r, in_force, found, main, config) for r in candidates]
+    return Judgement(found, assessments, choose(assessments, config))
+
+
+def _matching(runs: Sequence[RunEnd], weights: Mapping[str, float]) -> Optional[RunEnd]:
+    return next((r for r in runs if same(r.weights, weights)), None)
+
+
+def decide(evidence: Evidence, config: Config) -> Recommendation:
+    """keep / reweight / trade-off from the evidence, or the candidates still to run (`pending`)."""
+    base = dict(on=evidence.on, target_shares=evidence.targets, main=list(evidence.main), max_cost=config.max_cost)
+    if evidence.in_force is None:
+        candidate = planned(evidence, {}, config)[:1] if evidence.dominant is not None else []
+        why = ("not verified: no run from the same start could be made here; verify the candidate with "
+               "lossdiag.profile, find_weights or `lossdiag profile --weights`" if candidate else
+               "no term dominates and no run from the same start was made to judge by outcome")
+        return Recommendation(KEEP, dict(evidence.weights), f"keep the weights in force: {why}", in_force_end={},
+                              assessments=[], chosen=None, situations={}, tried=False,
+                              candidate=candidate[0] if candidate else None, **base)
+    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config)
+    in_force_end = mean_of(evidence.in_force.end)
+    base.update(in_force_end=in_force_end, situations=found)
+    trigger = evidence.dominant is not None or any(s.to_gain for s in found.values())
+    if not trigger:
+        return Recommendation(KEEP, dict(evidence.weights), "keep the weights in force: no term dominates, none does "
+                              "clearly worse combined than alone and none is opposed: nothing to try",
+                              assessments=[], chosen=None, tried=False, **base)
+    wanted = planned(evidence, found, config)
+    pending = [w for w in wanted if _matching(evidence.candidates, w) is None]
+    if pending and config.no_verify:
+        return Recommendation(KEEP, dict(evidence.weights), (
+            "keep the weights in force: the candidates were not verified (--no-verify); profile again without it, "
+            "or with --weights set to the candidate, to judge them by outcome"), assessments=[], chosen=None,
+            tried=False, candidate=pending[0], **base)
+    if pending:
+        return Recommendation(KEEP, dict(evidence.weights), "verifying", assessments=[], chosen=None, tried=True,
+                              pending=pending, **base)
+    judged = judge(evidence.terms, evidence.start, evidence.in_force, evidence.alone, evidence.candidates,
+                   evidence.main, config)
+    assessments = judged.assessments
+    more = [w for w in _corrections(evidence, assessments, found, config) if _matching(evidence.candidates, w) is None]
+    if more:
+        return Recommendation(KEEP, dict(evidence.weights), "verifying", assessments=assessments, chosen=None,
+                              tried=True, pending=more, **base)
+    chosen = judged.chosen
+    tried = f"{len(assessments)} candidate{'s' if len(assessments) != 1 else ''} verified from the same start on the " \
+            f"{evidence.on} batches"
+    if chosen is not None:
+        picked = assessments[chosen]
+        cost = (f"worst cost {_terms_text({t: v for t, v in picked.costs.items() if v == picked.worst_cost})}"
+                if picked.costs else "no term pays beyond noise")
+        main = f"; main {', '.join(repr(t) for t in evidence.main)} pays nothing" if evidence.main else ""
+        return Recommendation(REWEIGHT, dict(picked.weights), (
+            f"{tried}: it serves {_terms_text({t: -g for t, g in picked.gains.items()})} on the outcome; {cost} "
+            f"(bound {config.max_cost:.0%}){main}"), assessments=assessments, chosen=chosen, tried=True, **base)
+    if any(_to_gain(a, found, evidence.main, config) for a in assessments):
+        return Recommendation(TRADE_OFF, dict(evidence.weights), (
+            f"{tried}: the gains cost other terms more than the bound ({config.max_cost:.0%}); choose by the metric "
+            f"that matters with `lossdiag sweep --metric`, or declare the terms you care most about (`main`)"),
+            assessments=assessments, chosen=None, tried=True, **base)
+    design = (f"; '{evidence.dominant}' dominates by design" if evidence.dominant is not None else "")
+    return Recommendation(KEEP, dict(evidence.weights), (
+        f"keep the weights in force: {tried}, none serves a term clearly better without costing another more than "
+        f"{config.max_cost:.0%}{design}"), assessments=assessments, chosen=None, tried=True, **base)
+

@@ -1,0 +1,75 @@
+"""Each term's situation, named by what the runs from the same start measured on the evaluation batches.
+
+- `starved`: goes down alone, clearly less combined (at most starved_ratio of the alone gain, in its units);
+- `behind`: goes down alone and does clearly worse combined than alone (by min_gain or more), yet not starved;
+- `opposed`: gets worse than its start under the weights in force while the others train: a trade-off that no
+  weight rescues;
+- `needs-others`: does not go down alone but does combined: it needs the others, it is not broken;
+- `stalled`: goes down neither alone nor combined;
+- `learns`: goes down combined, and no clearly worse than alone.
+
+Every "clearly" is beyond z = check_noise_z paired standard errors. The names are labels for the reader and the
+trigger to try candidates; the decision itself is the rule's, over the candidates' outcomes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Mapping, Optional, Sequence
+
+from lossdiag.advise.outcome import PerBatch, RunEnd, change
+from lossdiag.config import Config
+
+STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS = (
+    "starved", "behind", "opposed", "needs-others", "stalled", "learns")
+SITUATIONS = (STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS)
+
+
+@dataclasses.dataclass(frozen=True)
+class Situation:
+    """One term: its situation, its loss at the start, at the end alone and under the weights in force (means on
+    the evaluation batches, in its units), and the end under the weights in force against the end alone."""
+
+    term: str
+    name: str
+    start: Optional[float]
+    alone: Optional[float]
+    combined: Optional[float]
+    against_alone: Optional[float]
+    against_alone_noise: Optional[float]
+
+    @property
+    def to_gain(self) -> bool:
+        """Whether another weighting could serve the term: starved, behind or opposed."""
+        return self.name in (STARVED, BEHIND, OPPOSED)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunEnd], config: Config) -> Situation:
+    """Name one term's situation from the start, its run alone (None when it was not run) and the combined run."""
+    z = config.check_noise_z
+    combined = change(in_force.end, start, term)
+    alone_change = change(alone.end, start, term) if alone is not None else None
+    against = change(in_force.end, alone.end, term) if alone is not None else None
+    learns_combined = combined.clear(z) < 0
+    learns_alone = alone_change is not None and alone_change.clear(z) < 0
+    if combined.clear(z) > 0:
+        name = OPPOSED
+    elif learns_alone and against is not None and against.clear(z) > 0 and (against.change or 0) >= config.min_gain:
+        gain_alone = combined.reference - alone_change.end
+        gain_combined = combined.reference - combined.end if combined.end is not None else 0.0
+        name = STARVED if gain_combined <= config.starved_ratio * gain_alone else BEHIND
+    elif learns_combined:
+        name = LEARNS if learns_alone or alone is None else NEEDS_OTHERS
+    else:
+        name = STALLED if alone is not None and not learns_alone else LEARNS
+    return Situation(term, name, combined.reference, alone_change.end if alone_change is not None else None,
+                     combined.end, against.change if against is not None else None,
+                     against.noise if against is not None else None)
+
+
+def situations(terms: Sequence[str], start: PerBatch, in_force: RunEnd, alone: Mapping[str, RunEnd],
+               config: Config) -> dict[str, Situation]:
+    """Every term's situation, in the terms' order."""
+    return {t: situation(t, start, in_force, alone.get(t), config) for t in terms}
