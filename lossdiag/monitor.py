@@ -113,12 +113,16 @@ class Monitor:
     step's number, once its numbers are on the host: when the monitor writes the step's record (at the batched
     transfer every ~2 s, on summary() and on close()), so logging adds no transfer and no wait on the device.
     Under torchrun only rank 0 calls it.
+
+    The Monitor cannot rerun the loop from its start, so it verifies no weights: its summary reports the candidate
+    (`candidate_weights`) and the call that verifies it where the loop runs; `framework` ('lightning',
+    'transformers', set by the integrations) names that call, lossdiag.profile(...) by default.
     """
 
     def __init__(self, model: torch.nn.Module, out: str | Path = "lossdiag-run", every: int = DEFAULT_EVERY, *,
                  scope: str = ALL, at: torch.nn.Module | str | None = None, early: bool = True,
                  config: Config | Mapping[str, Any] | str | Path | None = None, log: Optional[LogFn] = None,
-                 target_shares: Optional[Mapping[str, float]] = None) -> None:
+                 target_shares: Optional[Mapping[str, float]] = None, framework: Optional[str] = None) -> None:
         if not isinstance(model, torch.nn.Module):
             raise SpecError(f"Monitor: model must be a torch.nn.Module, got {type(model).__name__}")
         if log is not None and not callable(log):
@@ -148,6 +152,7 @@ class Monitor:
         self._summary: Optional[dict] = None
         self._log = log
         self._shared_terms: list[str] = []
+        self._framework = framework
 
     @property
     def steps(self) -> int:
@@ -270,8 +275,8 @@ class Monitor:
 
     def _start(self, weights: dict[str, float]) -> None:
         header = {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
-                  "source": SOURCE, "terms": self._names, "weights": weights, "scope": self._scope.name,
-                  "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
+                  "source": SOURCE, "framework": self._framework, "terms": self._names, "weights": weights,
+                  "scope": self._scope.name, "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
                   "config": {key: value for key, value in self.config.to_dict().items() if key in MONITOR_OPTIONS},
                   **self._scope.describe()}
         self._shared_terms = [t for t, n in header["term_shared_parameters"].items() if n > 0]

@@ -1,12 +1,16 @@
 """Hugging Face Trainer: subclass `LossDiagTrainer` instead of `Trainer`, and let `compute_loss` return
-`self.lossdiag.combine(terms, weights)`; the scalars land in the Trainer's own logs."""
+`self.lossdiag.combine(terms, weights)`; the scalars land in the Trainer's own logs. `find_weights(trainer)` verifies
+the weights from the same state."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
+import torch
 from transformers import Trainer, TrainerCallback
 
+from lossdiag.api import ProfileResult
 from lossdiag.integrations._steps import StepMap
+from lossdiag.integrations._verify import Snapshot, TermCapture, find, same_optimizer
 from lossdiag.monitor import Monitor
 
 
@@ -52,7 +56,7 @@ class _MonitorHooks(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         trainer = self.trainer
         self.global_steps = StepMap()
-        trainer.lossdiag = Monitor(trainer.model, log=self.log, **trainer.lossdiag_options)
+        trainer.lossdiag = Monitor(trainer.model, log=self.log, framework="transformers", **trainer.lossdiag_options)
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._mark(state)
@@ -77,3 +81,36 @@ class _MonitorHooks(TrainerCallback):
             self.trainer.log(dict(scalars))
         finally:
             state.global_step, state.epoch = now
+
+
+def find_weights(trainer: Trainer, *, progress: Optional[bool] = None, **options: Any) -> ProfileResult:
+    """Verify weights where the Trainer trains, before or between calls to train().
+
+    Snapshots the model, the optimizer (the Trainer's, with its state, once it has one, looked through accelerate's
+    wrapper; else the one create_optimizer() makes) and every RNG, runs the candidates from that state through
+    `compute_loss` on the Trainer's training data (get_train_dataloader(), inputs prepared as train() prepares them),
+    and returns lossdiag.profile's result: the same runs, yardstick and rule as the CLI. `compute_loss` must form its total
+    with `self.lossdiag.combine(terms, weights)`. `options` are lossdiag.profile's (steps, check_steps, seed, out,
+    ...). The model, the Trainer and every RNG are left as they were, so training after it is training without it.
+    """
+    live = trainer.model
+
+    def step(model: torch.nn.Module, inputs: Any, capture: TermCapture) -> None:
+        saved = getattr(trainer, "lossdiag", None)
+        trainer.lossdiag = capture
+        try:
+            trainer.compute_loss(model, trainer._prepare_inputs(inputs))
+        finally:
+            trainer.lossdiag = saved
+
+    def make_optimizer(model: torch.nn.Module) -> torch.optim.Optimizer:
+        if trainer.optimizer is not None:
+            return same_optimizer(getattr(trainer.optimizer, "optimizer", trainer.optimizer), live, model)
+        try:
+            return trainer.create_optimizer(model)
+        finally:
+            trainer.optimizer = None
+
+    snapshot = Snapshot(f"{type(trainer).__name__}.compute_loss", live, trainer.get_train_dataloader, step,
+                        make_optimizer)
+    return find(snapshot, options, progress)

@@ -1,0 +1,99 @@
+"""Advice where users train: the Monitor, the Lightning callback and the HF Trainer print no unverified weights as a
+recommendation, and find_weights verifies them from the same state, as the CLI would, leaving the fit unchanged."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lossdiag
+from tests.inloop_models import (AUX_BY_DESIGN, batch_loader, hf_trainer, lightning_module, lightning_trainer,
+                                 spec_of)
+from tests.conftest import EXAMPLES
+
+pl = pytest.importorskip("lightning.pytorch", reason="the lightning extra is not installed")
+transformers = pytest.importorskip("transformers", reason="the transformers extra is not installed")
+pytest.importorskip("accelerate", reason="the transformers extra is not installed (accelerate)")
+
+from lossdiag.integrations import lightning as in_lightning  # noqa: E402
+from lossdiag.integrations import transformers as in_transformers  # noqa: E402
+
+STEPS = 30
+OPTIONS = {"steps": 40, "check_steps": 80, "every": 4, "progress": False}
+
+
+def lightning_find(tmp_path, model_file, **options) -> dict:
+    spec = spec_of(model_file)
+    module = lightning_module(spec)
+    return in_lightning.find_weights(lightning_trainer(tmp_path, STEPS, []), module,
+                                     train_dataloaders=batch_loader(spec), **options).summary
+
+
+def transformers_find(tmp_path, model_file, **options) -> dict:
+    return in_transformers.find_weights(hf_trainer(spec_of(model_file), tmp_path, STEPS), **options).summary
+
+
+@pytest.mark.parametrize("model_file, kind", [(AUX_BY_DESIGN, "keep"), (EXAMPLES / "two_outputs.py", "reweight")],
+                         ids=["aux-by-design", "readme-example"])
+def test_find_weights_gives_the_cli_recommendation_on_the_same_model(tmp_path, model_file, kind):
+    cli = lossdiag.profile(str(model_file), **OPTIONS).summary
+    assert cli["recommendation"] == kind
+    for found in (lightning_find(tmp_path, model_file, **OPTIONS), transformers_find(tmp_path, model_file, **OPTIONS)):
+        assert found["recommendation"] == kind
+        assert found["recommended_weights"] == pytest.approx(cli["recommended_weights"], rel=1e-3)
+        assert found["terms"] == cli["terms"] and found["weights"] == cli["weights"]
+
+
+QUICK = {"steps": 8, "check_steps": 10, "every": 4, "progress": False}
+
+
+def state_of(model: torch.nn.Module, optimizer) -> list[torch.Tensor]:
+    """Every parameter, and every tensor of the optimizer's state, in order."""
+    tensors = [p.detach().clone() for p in model.parameters()]
+    for values in optimizer.state_dict()["state"].values() if optimizer is not None else []:
+        tensors += [v.clone() for v in values.values() if isinstance(v, torch.Tensor)]
+    return tensors
+
+
+def assert_bitwise(a: list[torch.Tensor], b: list[torch.Tensor]) -> None:
+    assert len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def lightning_fit(tmp_path, find: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A fit with the callback on shuffled batches, after find_weights or not; then find_weights between fits must
+    leave the module and the trainer's optimizer as they were."""
+    spec = spec_of()
+    module = lightning_module(spec)
+    loader = torch.utils.data.DataLoader(batch_loader(spec).dataset, batch_size=None, shuffle=True)
+    trainer = lightning_trainer(tmp_path, STEPS, [in_lightning.LossDiagCallback(out=tmp_path / "run", every=3)])
+    if find:
+        in_lightning.find_weights(trainer, module, train_dataloaders=loader, **QUICK)
+    trainer.fit(module, loader)
+    fitted, rng = state_of(module, trainer.optimizers[0]), torch.get_rng_state()
+    in_lightning.find_weights(trainer, module, train_dataloaders=loader, **QUICK)
+    assert_bitwise(state_of(module, trainer.optimizers[0]), fitted)
+    assert torch.equal(torch.get_rng_state(), rng)
+    return fitted, rng
+
+
+def transformers_train(tmp_path, find: bool) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Training after find_weights or not; then find_weights after training must leave the model and the
+    Trainer's optimizer as they were."""
+    trainer = hf_trainer(spec_of(), tmp_path, STEPS, {"out": tmp_path / "run", "every": 3})
+    if find:
+        in_transformers.find_weights(trainer, **QUICK)
+    trainer.train()
+    trained, rng = state_of(trainer.model, trainer.optimizer), torch.get_rng_state()
+    in_transformers.find_weights(trainer, **QUICK)
+    assert_bitwise(state_of(trainer.model, trainer.optimizer), trained)
+    assert torch.equal(torch.get_rng_state(), rng)
+    return trained, rng
+
+
+@pytest.mark.parametrize("train", [lightning_fit, transformers_train], ids=["lightning", "hf"])
+def test_find_weights_leaves_the_fit_bitwise_what_it_is_without_it(tmp_path, train):
+    torch.manual_seed(1)
+    plain, plain_rng = train(tmp_path / "plain", find=False)
+    torch.manual_seed(1)
+    found, found_rng = train(tmp_path / "found", find=True)
+    assert_bitwise(found, plain)
+    assert torch.equal(found_rng, plain_rng)
