@@ -92,10 +92,10 @@ class TrainingRun:
             if names is None:
                 names = list(terms)
                 weights = resolve_weights(self.spec, names, self.weights_override)
-                problem = measurability_problem(terms)
+                layout = discover(model, terms)
+                problem = measurability_problem(terms, layout)
                 if problem is not None:
                     raise self.spec.user_error(problem)
-                layout = discover(model, terms)
                 records.append(header(self.spec, self.config, names, weights, layout))
                 if writer is not None:
                     writer.write(records[0])

@@ -2,6 +2,7 @@
 graphs, low precision, complex parameters, activation checkpointing, torch.compile, tied embeddings, memory."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -312,6 +313,17 @@ def test_reentrant_checkpointing_is_refused_at_the_first_call_with_the_workaroun
     assert "\n" not in str(error.value)
 
 
+TWO_TERMS_FILE_TAIL = """
+def batches():
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(8, 4, generator=g) for _ in range(4)]
+
+def losses(model, x):
+    a, b = model(x)
+    return {{"a": a.pow(2).mean(), "b": (b - 1).pow(2).mean()}}
+"""
+"""The batches and two loss terms of the model files the profile CLI is run on."""
+
 MODEL_FILE = """
 import torch
 import torch.nn as nn
@@ -329,15 +341,7 @@ class Model(nn.Module):
 
 def build_model():
     return {build}
-
-def batches():
-    g = torch.Generator().manual_seed(0)
-    return [torch.randn(8, 4, generator=g) for _ in range(4)]
-
-def losses(model, x):
-    a, b = model(x)
-    return {{"a": a.pow(2).mean(), "b": (b - 1).pow(2).mean()}}
-"""
+""" + TWO_TERMS_FILE_TAIL
 
 
 @pytest.mark.parametrize("trunk, build, message", [
@@ -368,6 +372,101 @@ def test_a_compiled_model_is_refused_at_the_first_combine_naming_what_works(tmp_
     assert "\n" not in str(error.value)
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
     assert all(p.grad is None for p in model.parameters())
+
+
+COMPILED_FILE = """
+import torch
+import torch.nn as nn
+
+
+@torch.compile(backend="aot_eager")
+def pooled(h):
+    # a compiled function on activations that holds no parameter, as torchvision's roi_align fallback
+    return torch.stack([h[:, :3].amax(1), h[:, 3:].mean(1)], 1) * torch.sigmoid(h).sum(1, keepdim=True)
+
+
+class Model(nn.Module):
+    def __init__(self, compile_trunk=False):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(4, 6), nn.Tanh())
+        if compile_trunk:
+            self.trunk = torch.compile(self.trunk, backend="aot_eager")
+        self.heads = nn.ModuleList([nn.Linear(2, 1), nn.Linear(2, 1)])
+
+    def forward(self, x):
+        p = pooled(self.trunk(x))
+        return [head(p) for head in self.heads]
+
+
+def build_model():
+    return Model({compile_trunk})
+""" + TWO_TERMS_FILE_TAIL
+
+
+def compiled_example(tmp_path: Path, compile_trunk: bool):
+    """COMPILED_FILE written out and imported: a free function compiled inside forward, the trunk compiled too
+    when `compile_trunk`."""
+    path = tmp_path / "compiled_model.py"
+    path.write_text(COMPILED_FILE.format(compile_trunk=compile_trunk))
+    spec = importlib.util.spec_from_file_location("compiled_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_monitor_measures_through_a_compiled_function_that_holds_no_parameter(tmp_path):
+    example = compiled_example(tmp_path, compile_trunk=False)
+    torch.manual_seed(SEED)
+    model = example.build_model()
+    header, steps, kept = monitor_records(tmp_path / "run", model, example.batches(), example.losses)
+    assert header["shared_parameters"]["names"] == ["trunk.0.weight", "trunk.0.bias"]
+    assert len(steps) == 4
+    for record, expected in zip(steps, kept):
+        assert_gram_matches(record, expected)
+    torch.manual_seed(SEED)
+    plain = example.build_model()
+    optimizer = torch.optim.SGD(plain.parameters(), lr=0.1)
+    for batch in example.batches():
+        optimizer.zero_grad()
+        sum(example.losses(plain, batch).values()).backward()
+        optimizer.step()
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), plain.parameters()))
+
+
+def test_profile_update_through_a_compiled_function_equals_backward_of_the_total(tmp_path):
+    example = compiled_example(tmp_path, compile_trunk=False)
+    batches = example.batches()
+    actual = profile_updates(example.build_model, batches, example.losses, steps=len(batches))
+    assert_same_updates(actual, backward_updates(example.build_model, batches, example.losses))
+
+
+def test_a_compiled_submodule_holding_shared_parameters_is_refused_naming_it(tmp_path):
+    example = compiled_example(tmp_path, compile_trunk=True)
+    torch.manual_seed(SEED)
+    model = example.build_model()
+    monitor = Monitor(model, out=tmp_path / "run", every=1)
+    with pytest.raises(SpecError, match="'trunk' without torch.compile") as error:
+        monitor.combine(example.losses(model, example.batches()[0]))
+    assert "\n" not in str(error.value) and "'a', 'b'" in str(error.value)
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("compile_trunk", [False, True])
+def test_profile_cli_measures_a_compiled_function_and_refuses_a_compiled_shared_trunk(tmp_path, compile_trunk):
+    model_py = tmp_path / "model.py"
+    model_py.write_text(COMPILED_FILE.format(compile_trunk=compile_trunk))
+    done = run_cli("profile", model_py, "--steps", "3", "--every", "1", "--no-verify", "--out", tmp_path / "out",
+                   timeout=240)
+    if compile_trunk:
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "'trunk' without torch.compile" in lines[0] and "Traceback" not in done.stderr
+        assert not (tmp_path / "out").exists()
+    else:
+        assert done.returncode in (0, 1), done.stderr
+        summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+        assert summary["shared_parameters"]["names"] == ["trunk.0.weight", "trunk.0.bias"]
+        assert set(summary["dominance"]) == {"a", "b"}
 
 
 # 7. Tied embeddings and proxies --------------------------------------------------------------------------------

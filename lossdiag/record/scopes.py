@@ -65,7 +65,7 @@ class Scope:
     def bind(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> None:
         """Describe what is measured from the layout of the first call's graphs; refuse graphs whose per-term
         gradients cannot be taken without changing training."""
-        problem = measurability_problem(terms)
+        problem = measurability_problem(terms, layout)
         if problem is not None:
             raise SpecError(f"Monitor(scope={self.name!r}): {problem}")
         self.layout = layout

@@ -32,27 +32,75 @@ def reached_parameter_ids(term: torch.Tensor, trainable_ids: set[int]) -> set[in
     return reached
 
 
+COMPILED = "CompiledFunctionBackward"
+CHECKPOINT = "CheckpointFunctionBackward"
+COMPILED_WRAPPER = "_orig_mod"
+"""The attribute torch.compile's OptimizedModule keeps the compiled module under; not a module of the user's."""
+
 UNMEASURABLE = {
-    "CompiledFunctionBackward": (
-        "the terms come out of a torch.compile'd graph, whose backward runs as one block that cannot be repeated per "
-        "term without changing training (AOTAutograd donates its buffers; dropout inside would draw again) and "
-        "would make every parameter inside it look shared; measure the model without torch.compile (the balance "
-        "between the terms is the same), then compile it for training"),
-    "CheckpointFunctionBackward": (
+    CHECKPOINT: (
         "the model uses torch.utils.checkpoint with use_reentrant=True (torch's old default), which cannot give "
         "per-term gradients (torch.autograd.grad); pass use_reentrant=False to checkpoint()"),
 }
 
 
-def measurability_problem(terms: Mapping[str, torch.Tensor]) -> Optional[str]:
-    """Why per-term gradients cannot be taken on these graphs (a compiled or reentrant-checkpointed region),
-    or None when they can."""
-    for term in terms.values():
-        for node in graph_nodes(term):
-            problem = UNMEASURABLE.get(type(node).__name__)
-            if problem is not None:
-                return problem
+def measurability_problem(terms: Mapping[str, torch.Tensor], layout: Layout) -> Optional[str]:
+    """Why per-term gradients cannot be taken on these graphs, or None when they can: a reentrant-checkpointed
+    region, or a torch.compile'd region that holds parameters and that two or more terms pass through.
+
+    A compiled region's backward runs as one block, giving every input a gradient whether a term reached it or
+    not; where the region holds no parameter (a compiled function on activations, such as torchvision's
+    roi_align fallback) or only one term passes through it, each term's gradients are still its own, so it is
+    measured.
+    """
+    passing: dict[torch.autograd.graph.Node, list[str]] = {}
+    for term, value in terms.items():
+        for node in graph_nodes(value):
+            kind = type(node).__name__
+            if kind in UNMEASURABLE:
+                return UNMEASURABLE[kind]
+            if kind == COMPILED:
+                passing.setdefault(node, []).append(term)
+    names = {id(p): name for name, p in zip(layout.names, layout.parameters)}
+    for node, through in passing.items():
+        held = [names[id(v)] for v in _input_leaves(node) if id(v) in names]
+        if held and len(through) >= 2:
+            return _compiled_problem(through, held)
     return None
+
+
+def _input_leaves(node: torch.autograd.graph.Node) -> Iterator[torch.Tensor]:
+    """The leaf tensors a node takes directly as inputs (the parameters a compiled region holds)."""
+    for child, _ in node.next_functions:
+        variable = getattr(child, "variable", None)
+        if variable is not None:
+            yield variable
+
+
+def _compiled_problem(terms: list[str], held: list[str]) -> str:
+    """The refusal of a compiled region that several terms pass through, naming the module that holds it."""
+    holder = _compiled_holder(held)
+    where = "the model" if holder is None else f"{holder!r}"
+    listed = ", ".join(repr(term) for term in terms)
+    return (f"the terms {listed} all pass through a torch.compile'd region holding {len(held)} parameters of "
+            f"{where}, whose backward runs as one block that gives every parameter inside a gradient from each "
+            f"term, so every one would look shared; measure {where} without torch.compile (the balance between "
+            f"the terms is the same), then compile it for training")
+
+
+def _compiled_holder(parameter_names: list[str]) -> Optional[str]:
+    """The module holding all these parameters, as the user's model names it: the module torch.compile wrapped
+    where they sit under one, else the innermost module holding them all; None when that is the whole model."""
+    paths = [module_of(name).split(".") for name in parameter_names]
+    common: list[str] = []
+    for parts in zip(*paths):
+        if len(set(parts)) > 1:
+            break
+        common.append(parts[0])
+    if COMPILED_WRAPPER in common:
+        common = common[:len(common) - common[::-1].index(COMPILED_WRAPPER) - 1]
+    named = [part for part in common if part not in (COMPILED_WRAPPER, "(root)")]
+    return ".".join(named) or None
 
 
 def module_of(parameter_name: str) -> str:
