@@ -4,6 +4,7 @@ parameters only). On each, every number a Monitor records and the profile's reco
 torch.autograd.grad per term, and the Monitor leaves training bitwise as it was."""
 from __future__ import annotations
 
+import copy
 import math
 import random
 from pathlib import Path
@@ -238,3 +239,92 @@ def test_random_architectures_against_plain_autograd(tmp_path, chunk):
         monitored = train(seed, tmp_path / str(seed))
         check_monitor(seed, plain, monitored)
         check_profile_step(seed, plain)
+
+
+# Huge float32 norms (issue 16, item 3): one term scaled so that its gradient norm is 1e20-1e30, its square past
+# float32's range; the numbers checked against plain autograd on a float64 twin of the model. -------------------
+
+HUGE_ARCHITECTURES = 12
+
+
+def huge_setup(seed: int) -> tuple[RandomNet, object, dict[str, float]]:
+    """Architecture `seed`, its losses with one term multiplied up to a float32 gradient norm of 1e20-1e30, and
+    weights (that term's divided by the same factor, so training stays on its ordinary scale)."""
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = RandomNet(rng)
+    losses = draw_losses(rng, model)
+    torch.manual_seed(20_000 + seed)
+    unscaled = twin_reference(model, losses, batches(seed)[0])["norms_all"]
+    term = rng.choice([t for t, norm in unscaled.items() if norm > 0])
+    factor = 10 ** rng.uniform(20, 30) / unscaled[term]
+    weights = {t: rng.choice([1.0, 10 ** rng.uniform(-2, 1)]) / (factor if t == term else 1.0) for t in unscaled}
+
+    def scaled(m: RandomNet, batch: tuple) -> dict[str, torch.Tensor]:
+        return {t: value * factor if t == term else value for t, value in losses(m, batch).items()}
+
+    return model, scaled, weights
+
+
+def twin_reference(model: nn.Module, losses, batch: tuple) -> dict:
+    """reference() on a float64 copy of the model (the same parameters, buffers and, from the RNG state the caller
+    set, dropout masks), fed the batch in float64."""
+    twin = copy.deepcopy(model).double()
+    x, target, labels = batch
+    return reference(losses(twin, (x.double(), target.double(), labels)), twin)
+
+
+def assert_matches_each(stats: dict, expected: dict, where: str) -> None:
+    """Every number within TOLERANCE of its own term's scale (a term 1e25 times larger does not excuse the others)."""
+    norms = expected["gram"].diagonal().sqrt()
+    actual = torch.tensor(stats["gram"], dtype=torch.float64)
+    assert relative_error(actual, expected["gram"], torch.outer(norms, norms).clamp_min(1e-30)) < TOLERANCE, where
+    for t, full in expected["norms_all"].items():
+        assert close(stats["norms_all"][t], full, 1e-30), (where, t)
+        assert close(stats["norms"][t], expected["norms"][t], 1e-6 * full), (where, t)
+        for module, row in expected["layers"].items():
+            assert close(stats["layers"][module][t], row[t], 1e-6 * full), (where, module, t)
+
+
+def train_huge(seed: int, out: Path | None) -> dict:
+    """Two SGD steps of the scaled architecture, plain or with a Monitor; with it, the float64 reference of each
+    step and the records."""
+    model, losses, weights = huge_setup(seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    monitor = Monitor(model, out=out, every=1) if out is not None else None
+    expected = []
+    for step, batch in enumerate(batches(seed)):
+        if monitor is not None:
+            torch.manual_seed(30_000 + 7 * seed + step)
+            expected.append(twin_reference(model, losses, batch))
+        torch.manual_seed(30_000 + 7 * seed + step)
+        terms = losses(model, batch)
+        if monitor is None:
+            total = sum(weights[t] * value for t, value in terms.items())
+        else:
+            total = monitor.combine(terms, weights)
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    state = [p.detach().clone() for p in model.parameters()] + [b.clone() for b in model.buffers()]
+    result = {"state": state, "expected": expected}
+    if monitor is not None:
+        result["records"] = read_records(out / "records.jsonl")[0]
+        monitor._writer.close()
+    return result
+
+
+@pytest.mark.parametrize("seed", range(HUGE_ARCHITECTURES))
+def test_huge_float32_norms_against_float64_autograd(tmp_path, seed):
+    plain, monitored = train_huge(seed, None), train_huge(seed, tmp_path)
+    assert_equal_tensors(monitored["state"], plain["state"], f"architecture {seed}, huge, state")
+    steps = [r for r in monitored["records"] if r["kind"] == "step"]
+    for step, (record, expected) in enumerate(zip(steps, monitored["expected"])):
+        assert "nonfinite" not in record, (seed, step)
+        assert max(expected["norms_all"].values()) > 1e19, (seed, step)
+        assert_matches_each(record["grad"], expected, f"architecture {seed}, huge, step {step}")
+    model, losses, weights = huge_setup(seed)
+    torch.manual_seed(30_000 + 7 * seed)
+    stats = recorded_step(model, losses(model, batches(seed)[0]), weights)
+    assert_matches_each(stats, monitored["expected"][0], f"architecture {seed}, huge, profile")
+    assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()), seed

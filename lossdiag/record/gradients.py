@@ -1,6 +1,7 @@
 """Per-term gradients: one autograd.grad call per term, their statistics on shared parameters, and the update."""
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from typing import Iterator, Mapping, Optional, Sequence
@@ -12,7 +13,6 @@ from lossdiag.record.shared import Layout, module_of
 
 TermGrads = dict[str, dict[int, torch.Tensor]]
 
-LOW_PRECISION = (torch.float16, torch.bfloat16)
 CHUNK_ELEMENTS = 1 << 21
 """At most this many gradient elements (all terms together) are copied at once to form a Gram block."""
 
@@ -68,11 +68,16 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
 
     One parameter at a time, in pieces of at most CHUNK_ELEMENTS (no flattened copy of the model is ever made,
     so a recorded step holds little more than the K gradients): products of complex gradients are the real part
-    of <g_a, conj(g_b)>, low-precision ones are accumulated in float32, and the sum over parameters in float64.
+    of <g_a, conj(g_b)>, each term's gradients are divided by its scale (term_scales) before they are multiplied,
+    low-precision ones in float32, and the sum over pieces and parameters is taken in float64 before the scales
+    are multiplied back, so that a float32 norm past 1.8e19 (whose square passes 3.4e38) or below 1e-19 (whose
+    square is 0) is measured as it is.
     """
     names = list(grads)
     count = len(names)
     device = layout.parameters[0].device if layout.parameters else torch.device("cpu")
+    scales = term_scales([list(grads[name].values()) for name in names], device)
+    columns = {dtype: scales.to(dtype).unsqueeze(1) for dtype in (torch.float32, torch.float64)}
     gram = torch.zeros(count, count, dtype=torch.float64, device=device)
     modules = layout.shared_modules
     module_index = {module: m for m, module in enumerate(modules)}
@@ -82,18 +87,23 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
         present = [k for k, name in enumerate(names) if i in grads[name]]
         if not present:
             continue
-        block = gram_block([grads[names[k]][i] for k in present])
         module = module_index[module_of(layout.names[i])]
+        divisors = columns[_working_dtype(grads[names[present[0]]][i].dtype)]
         if len(present) == count:
+            block = gram_block([grads[name][i] for name in names], divisors)
             gram += block
             layer_squares[module] += block.diagonal()
         else:
             where = torch.tensor(present, device=device)
+            block = gram_block([grads[names[k]][i] for k in present], divisors[where])
             gram[where.unsqueeze(1), where] += block
             layer_squares[module, where] += block.diagonal()
-    unshared_squares = [_sum_of_squares([g for i, g in grads[name].items() if i not in shared], device)
-                        for name in names]
-    full_squares = (torch.stack(unshared_squares) + gram.diagonal()) if names else gram[0]
+    squares = scales.square()
+    gram *= torch.outer(scales, scales)
+    layer_squares *= squares
+    unshared_squares = [_sum_of_squares([g for i, g in grads[name].items() if i not in shared], scales[k], device)
+                        for k, name in enumerate(names)]
+    full_squares = (torch.stack(unshared_squares) * squares + gram.diagonal()) if names else gram[0]
     gram_rows, layer_rows, full_rows = gram.tolist(), layer_squares.sqrt().tolist(), full_squares.sqrt().tolist()
     return {
         "norms": {name: _sqrt(gram_rows[k][k]) for k, name in enumerate(names)},
@@ -103,15 +113,40 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
     }
 
 
-def gram_block(gradients: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The float64 matrix of the real dot products between gradients of one parameter, piece by piece."""
+def term_scales(gradients: Sequence[Sequence[torch.Tensor]], device: torch.device) -> torch.Tensor:
+    """Per term, the power of two at or below the largest |element| of its gradients, in float64 (1 for a term
+    with none, or whose largest element is not finite, so that its products stay inf or NaN)."""
+    largest = []
+    for term in gradients:
+        ends = [end for g in term if g.numel() for end in torch.aminmax(_as_real(g))]
+        largest.append(torch.stack(ends).abs().max().double() if ends else torch.zeros((), dtype=torch.float64,
+                                                                                       device=device))
+    return powers_of_two(torch.stack(largest)) if largest else torch.ones(0, dtype=torch.float64, device=device)
+
+
+def powers_of_two(largest: torch.Tensor) -> torch.Tensor:
+    """The power of two at or below each value (which divides exactly and, for a value in a dtype's range, is in
+    that range too: 2**127 for float32's largest), 1 for a value that is 0 or not finite."""
+    exponents = torch.frexp(largest.nan_to_num(1.0, 1.0, 1.0)).exponent
+    return torch.pow(2.0, exponents.double() - 1)
+
+
+def gram_block(gradients: Sequence[torch.Tensor], divisors: torch.Tensor) -> torch.Tensor:
+    """The float64 matrix of the real dot products between gradients of one parameter, each divided by its
+    term's scale (`divisors`, a column in the working dtype), piece by piece: no product overflows or underflows
+    in the working dtype."""
     real = [_as_real(g) for g in gradients]
-    dtype = torch.float64 if real[0].dtype == torch.float64 else torch.float32
+    dtype = _working_dtype(real[0].dtype)
     block = torch.zeros(len(real), len(real), dtype=torch.float64, device=real[0].device)
     for pieces in zip(*(_pieces(g, CHUNK_ELEMENTS // len(real)) for g in real)):
-        stacked = torch.stack([piece.to(dtype) for piece in pieces])
-        block += (stacked @ stacked.T).double()
+        rows = torch.stack([piece.to(dtype) for piece in pieces]).div_(divisors)
+        block += (rows @ rows.T).double()
     return block
+
+
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype products are taken in: float64 for float64 gradients, float32 for every other one."""
+    return torch.float64 if dtype in (torch.float64, torch.complex128) else torch.float32
 
 
 def _as_real(gradient: torch.Tensor) -> torch.Tensor:
@@ -126,23 +161,42 @@ def _pieces(gradient: torch.Tensor, limit: int) -> Iterator[torch.Tensor]:
     if gradient.dim() == 0:
         yield gradient.reshape(1)
         return
+    if gradient.numel() == 0:
+        return
     rows = gradient.shape[0]
     step = max(1, limit // max(1, gradient[0].numel())) if rows else 1
     for start in range(0, rows, step):
         yield gradient[start:start + step].reshape(-1)
 
 
-def _sum_of_squares(gradients: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """The sum of the gradients' squares in float64; low-precision norms taken in float32, so past float16's
-    range they still read finite."""
+def _sum_of_squares(gradients: list[torch.Tensor], scale: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The sum of the squares of the gradients divided by `scale`, in float64, in pieces of at most CHUNK_ELEMENTS
+    (small gradients joined into one piece, large ones split)."""
     total = torch.zeros((), dtype=torch.float64, device=device)
-    low = [g for g in gradients if g.dtype in LOW_PRECISION]
-    high = [g for g in gradients if g.dtype not in LOW_PRECISION]
-    for group, dtype in ((low, torch.float32), (high, None)):
-        if group:
-            norms = torch._foreach_norm(group, 2, dtype=dtype)
-            total = total + torch.stack([norm.double() for norm in norms]).square().sum()
+    for piece in _joined_pieces([_as_real(g) for g in gradients]):
+        piece.div_(scale.to(piece.dtype))
+        total += piece.dot(piece).double()
     return total
+
+
+def _joined_pieces(gradients: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """The gradients' elements as fresh flat tensors of at most CHUNK_ELEMENTS, in their working dtype."""
+    waiting: list[torch.Tensor] = []
+    size = 0
+    for gradient in gradients:
+        for piece in _pieces(gradient, CHUNK_ELEMENTS):
+            if waiting and size + piece.numel() > CHUNK_ELEMENTS:
+                yield _joined(waiting)
+                waiting, size = [], 0
+            waiting.append(piece)
+            size += piece.numel()
+    if waiting:
+        yield _joined(waiting)
+
+
+def _joined(pieces: list[torch.Tensor]) -> torch.Tensor:
+    dtype = _working_dtype(functools.reduce(torch.promote_types, [piece.dtype for piece in pieces]))
+    return torch.cat([piece.to(dtype) for piece in pieces])
 
 
 def _sqrt(value: float) -> float:
