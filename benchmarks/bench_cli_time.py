@@ -1,8 +1,11 @@
 """Wall time of the real CLI with default settings: `lossdiag profile` (profile plus checks), `lossdiag check` and
-`lossdiag sweep`.
+`lossdiag sweep`, and what a whole default profile costs against plain training of the same model.
 
 Runs each command as a subprocess, as a user would, several times, and prints every time, the median and the
-budget it is held to. Run: python benchmarks/bench_cli_time.py [MODEL_PY] [--repeat N] [--commands profile sweep ...]
+budget it is held to. `train` is a plain PyTorch loop (tests/outcomes.py: the model file's optimizer, its weights)
+for the profile's `--steps` in a subprocess of its own; with `train` and `profile` both measured, interleaved, the
+median profile time is also printed as a ratio to the median training time (issue 15's goal: at most 6x).
+Run: python benchmarks/bench_cli_time.py [MODEL_PY ...] [--repeat N] [--commands train profile check sweep]
 """
 from __future__ import annotations
 
@@ -16,8 +19,23 @@ import tempfile
 import time
 from pathlib import Path
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "notebooks_examples" / "two_outputs.py"
+from lossdiag.config import Config
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "notebooks_examples" / "two_outputs.py"
 BUDGETS = {"profile": 30.0, "check": 15.0, "sweep": 60.0}
+RATIO_GOAL = 6.0
+# A plain training loop of the model file (argv: model, steps, the tests folder); prints the loop's own seconds.
+PLAIN_TRAINING = """
+import sys, time
+sys.path.insert(0, sys.argv[3])
+import outcomes
+module = outcomes.load(sys.argv[1])
+weights = outcomes.weights_in_force(module, outcomes.term_names(module))
+started = time.perf_counter()
+outcomes.train(module, weights, int(sys.argv[2]), seed=0)
+print(f"{time.perf_counter() - started:.3f}")
+"""
 
 
 def _cpu_of_children() -> float:
@@ -25,41 +43,73 @@ def _cpu_of_children() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def wall_time(command: str, model: Path, out: Path) -> tuple[float, float, int]:
-    """Wall seconds one `python -m lossdiag COMMAND MODEL --out OUT` takes (start-up included), the CPU seconds
-    it and its worker processes used (what a shared machine's load does not inflate), and its exit code."""
+def _arguments(command: str, model: Path, out: Path) -> list[str]:
+    if command == "train":
+        return [sys.executable, "-c", PLAIN_TRAINING, str(model), str(Config().steps), str(ROOT / "tests")]
+    return [sys.executable, "-m", "lossdiag", command, str(model), "--out", str(out)]
+
+
+def wall_time(command: str, model: Path, out: Path) -> tuple[float, float, int, str]:
+    """Wall seconds one `python -m lossdiag COMMAND MODEL --out OUT` (or the plain training loop, for `train`)
+    takes, start-up included, the CPU seconds it and its worker processes used (what a shared machine's load
+    does not inflate), its exit code and its standard output."""
     env = dict(os.environ)
     cpu = _cpu_of_children()
     started = time.perf_counter()
-    completed = subprocess.run([sys.executable, "-m", "lossdiag", command, str(model), "--out", str(out)],
+    completed = subprocess.run(_arguments(command, model, out),
                                env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if completed.returncode not in (0, 1):
         sys.exit(f"{command} failed with exit code {completed.returncode}:\n{completed.stderr}")
-    return elapsed, _cpu_of_children() - cpu, completed.returncode
+    return elapsed, _cpu_of_children() - cpu, completed.returncode, completed.stdout
+
+
+def measure(model: Path, commands: list[str], repeat: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Each command's wall and CPU seconds on one model, the commands interleaved run by run so load drifts hit all
+    alike."""
+    print(f"model {model}")
+    times: dict[str, list[float]] = {command: [] for command in commands}
+    cpus: dict[str, list[float]] = {command: [] for command in commands}
+    with tempfile.TemporaryDirectory() as folder:
+        for run in range(repeat):
+            for command in commands:
+                elapsed, cpu, code, output = wall_time(command, model, Path(folder) / f"{command}-{run}")
+                times[command].append(elapsed)
+                cpus[command].append(cpu)
+                loop = f", the loop alone {float(output):.2f} s" if command == "train" else ""
+                print(f"  {command:7} run {run + 1}: {elapsed:6.2f} s, {cpu:6.2f} s of CPU (exit {code}; "
+                      f"load average {os.getloadavg()[0]:.1f}){loop}")
+    return times, cpus
+
+
+def report(times: dict[str, list[float]], cpus: dict[str, list[float]]) -> None:
+    """Each command's median and max against its budget, and the profile's cost as a multiple of plain training."""
+    for command, measured in times.items():
+        median, worst = statistics.median(measured), max(measured)
+        if command == "train":
+            print(f"plain training, {Config().steps} steps: median {median:6.2f} s, max {worst:6.2f} s")
+            continue
+        verdict = "within" if worst < BUDGETS[command] else "OVER"
+        print(f"lossdiag {command:7} median {median:6.2f} s, max {worst:6.2f} s: {verdict} the "
+              f"{BUDGETS[command]:g} s budget")
+    if "train" in times and "profile" in times:
+        ratio = statistics.median(times["profile"]) / statistics.median(times["train"])
+        cpu_ratio = statistics.median(cpus["profile"]) / statistics.median(cpus["train"])
+        verdict = "within" if ratio <= RATIO_GOAL else "OVER"
+        print(f"whole default profile / {Config().steps} plain training steps (medians, start-up in both): wall "
+              f"{ratio:.2f}x, {verdict} the {RATIO_GOAL:g}x goal; CPU {cpu_ratio:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("model", nargs="?", type=Path, default=EXAMPLE)
+    parser.add_argument("models", nargs="*", type=Path, default=[EXAMPLE])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--commands", nargs="+", choices=list(BUDGETS), default=list(BUDGETS))
+    parser.add_argument("--commands", nargs="+", choices=["train", *BUDGETS], default=list(BUDGETS))
     args = parser.parse_args()
-    print(f"model {args.model}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (torch default)')}, "
+    print(f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (torch default)')}, "
           f"{os.cpu_count()} cpus, {args.repeat} runs each (interleaved)")
-    times: dict[str, list[float]] = {command: [] for command in args.commands}
-    with tempfile.TemporaryDirectory() as folder:
-        for run in range(args.repeat):
-            for command in args.commands:
-                elapsed, cpu, code = wall_time(command, args.model, Path(folder) / f"{command}-{run}")
-                times[command].append(elapsed)
-                print(f"  lossdiag {command:7} run {run + 1}: {elapsed:6.2f} s, {cpu:6.2f} s of CPU (exit {code}; "
-                      f"load average {os.getloadavg()[0]:.1f})")
-    for command in args.commands:
-        budget = BUDGETS[command]
-        median, worst = statistics.median(times[command]), max(times[command])
-        verdict = "within" if worst < budget else "OVER"
-        print(f"lossdiag {command:7} median {median:6.2f} s, max {worst:6.2f} s: {verdict} the {budget:g} s budget")
+    for model in args.models:
+        report(*measure(model, args.commands, args.repeat))
 
 
 if __name__ == "__main__":
