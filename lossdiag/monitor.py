@@ -11,14 +11,13 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import torch
 
-from lossdiag._version import __version__
 from lossdiag.config import Config, read_yaml, resolve
 from lossdiag.diagnose import Diagnosis, diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.scopes import ALL, Measurement, make_scope
 from lossdiag.record.shared import UNMEASURABLE, discover
-from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records
+from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records, run_header
 from lossdiag.report.outputs import write_outputs
 from lossdiag.scalars import LogFn, step_scalars
 from lossdiag.spec import check_scalar_terms
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from lossdiag.record.distributed import Ranks
 
 SOURCE = "monitor"
-MONITOR_OPTIONS = ("every", "out", "dominance_threshold", "conflict_cosine")
 
 
 @dataclasses.dataclass
@@ -274,11 +272,9 @@ class Monitor:
                             "already freed when the monitor took the per-term gradients") from None
 
     def _start(self, weights: dict[str, float]) -> None:
-        header = {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
-                  "source": SOURCE, "framework": self._framework, "terms": self._names, "weights": weights,
-                  "scope": self._scope.name, "scope_note": self._scope.note(), "schedule": self.schedule.describe(),
-                  "config": {key: value for key, value in self.config.to_dict().items() if key in MONITOR_OPTIONS},
-                  **self._scope.describe()}
+        header = run_header(SOURCE, self._names, weights, self.config, framework=self._framework,
+                            scope=self._scope.name, scope_note=self._scope.note(), schedule=self.schedule.describe(),
+                            **self._scope.describe())
         self._shared_terms = [t for t, n in header["term_shared_parameters"].items() if n > 0]
         self._writer = RecordWriter(self.out / RECORDS)
         self._writer.write(header)

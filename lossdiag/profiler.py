@@ -7,13 +7,12 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from lossdiag._version import __version__
 from lossdiag.config import Config
 from lossdiag.errors import SpecError
 from lossdiag.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
 from lossdiag.record.shared import Layout, discover, measurability_problem
-from lossdiag.record.stream import RecordWriter
+from lossdiag.record.stream import RecordWriter, run_header
 from lossdiag.rng import seed_everything
 from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
 
@@ -30,9 +29,8 @@ def resolve_weights(spec: ModelSpec, terms: list[str], override: Optional[Mappin
 
 def header(spec: ModelSpec, config: Config, terms: list[str], weights: dict[str, float], layout: Layout) -> dict:
     """The first record of a run: what was profiled, how, and which parameters the terms share."""
-    return {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
-            "source": spec.source, "terms": terms, "weights": weights, "scope": "all",
-            "config": config.to_dict(), "nonfinite_updates": "skipped", **layout.describe()}
+    return run_header(spec.source, terms, weights, config, scope="all", nonfinite_updates="skipped",
+                      **layout.describe())
 
 
 def _total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Optional[torch.Tensor]:
