@@ -13,6 +13,7 @@ import click
 
 from lossdiag._version import __version__
 from lossdiag.errors import SpecError
+from lossdiag.interrupt import EXIT_INTERRUPTED, say_interrupted
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
 DEFAULT_OUT = "lossdiag-report"
@@ -33,6 +34,12 @@ def _fail(message: str, code: int) -> None:
 
     click.echo(f"lossdiag: error: {safe(message)}", err=True)
     sys.exit(code)
+
+
+def _interrupted() -> None:
+    """Ctrl-C: one line and exit 130, importing nothing (torch may be half-imported)."""
+    say_interrupted()
+    sys.exit(EXIT_INTERRUPTED)
 
 
 def _noted(exc: BaseException, message: str) -> str:
@@ -63,8 +70,8 @@ def guarded(command: Callable) -> Callable:
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             _exit(exc, f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE, debug)
-        except KeyboardInterrupt as exc:
-            _exit(exc, "interrupted", 130, False)
+        except KeyboardInterrupt:
+            _interrupted()
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
             _exit(exc, f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
                   EXIT_INTERNAL, debug)
@@ -142,7 +149,7 @@ class OneLineErrors(click.Group):
             where = f" (see '{context.command_path} --help')" if context is not None else ""
             _fail(f"{exc.format_message()}{where}", exc.exit_code)
         except click.exceptions.Abort:
-            _fail("interrupted", 130)
+            _interrupted()
         sys.exit(returned if isinstance(returned, int) else EXIT_OK)
 
 

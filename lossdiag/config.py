@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import math
 import typing
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from lossdiag.errors import SpecError
 
@@ -63,6 +64,8 @@ _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
                   "starved_min_drop", "starved_ratio", "verify_max_loss", "share_tolerance", "max_cost", "min_gain"}
 _COSINE = {"conflict_cosine"}
 SEED_LIMIT = 2 ** 32
+MAX_POINTS = 1000
+_AT_MOST = {"points": (MAX_POINTS, "a sweep trains every point; split a wider search into several sweeps")}
 
 
 def _expected_type(name: str) -> Any:
@@ -90,6 +93,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
+        if name == "out" and not value.strip():
+            raise SpecError(f"{where}'out' must name a folder, got {value!r}")
     elif name == "main":
         return parse_main(value, f"{where}'main'")
     else:
@@ -102,6 +107,9 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         raise SpecError(f"{where}'{name}' must be more than 0, got {value!r}")
     if name in _NON_NEGATIVE and value < 0:
         raise SpecError(f"{where}'{name}' must be 0 or more, got {value!r}")
+    if name in _AT_MOST and value > _AT_MOST[name][0]:
+        limit, why = _AT_MOST[name]
+        raise SpecError(f"{where}'{name}' must be at most {limit} ({why}), got {value!r}")
     if name == "seed" and value >= SEED_LIMIT:
         raise SpecError(f"{where}'seed' must be below 2**32 (NumPy's limit), got {value!r}")
     if name in _UNIT_INTERVAL and not 0.0 < value < 1.0:
@@ -119,6 +127,9 @@ def check_device(name: str, where: str = "") -> None:
         device = torch.device(name)
     except (RuntimeError, ValueError):
         raise SpecError(f"{where}'device' {name!r} is not a device torch knows (e.g. cpu, cuda, cuda:1, mps)") from None
+    if device.type == "meta":
+        raise SpecError(f"{where}'device' {name!r} holds shapes but no values, so nothing can be trained or measured "
+                        f"on it; use cpu or an accelerator")
     try:
         torch.empty(1, device=device)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, AssertionError or others for a missing device
@@ -209,6 +220,17 @@ def parse_weights(value: Any, what: str = "weights") -> dict[str, float]:
     return weights
 
 
+def check_known_terms(given: Iterable[str], terms: Sequence[str], what: str, source: str = "") -> None:
+    """Every name in `given` (the keys of 'weights' or 'target_shares') is one of the terms: a misspelt name would
+    otherwise be ignored without a word."""
+    unknown = [name for name in given if name not in terms]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(terms), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        where = f"{source}: " if source else ""
+        raise SpecError(f"{where}{what} name unknown term '{unknown[0]}'{hint}; the terms are {list(terms)}")
+
+
 def _unknown_key_error(key: str, source: str) -> SpecError:
     close = difflib.get_close_matches(key, list(FIELDS), n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
@@ -231,6 +253,28 @@ def resolve(overrides: Mapping[str, Any], base: Config | None = None, source: st
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_CONFIG_DEPTH = 8
 MAX_CONFIG_NODES = 2000
+MAX_NUMBER_CHARS = 100
+
+
+@functools.lru_cache(maxsize=None)
+def _loader() -> type:
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> dict:
+            first: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, typing.Hashable) and key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice (first at line {first[key].line + 1}); keep one",
+                        key_node.start_mark)
+                if isinstance(key, typing.Hashable):
+                    first[key] = key_node.start_mark
+            return super().construct_mapping(node, deep)
+
+    return UniqueKeyLoader
 
 
 def _bounded_events(text: str, path: Path) -> None:
@@ -248,6 +292,10 @@ def _bounded_events(text: str, path: Path) -> None:
                 raise SpecError(f"{path}: the config nests deeper than {MAX_CONFIG_DEPTH} levels")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
+        if (isinstance(event, yaml.ScalarEvent) and event.style is None and len(event.value) > MAX_NUMBER_CHARS
+                and event.value.lstrip("+-").replace("_", "").isdigit()):
+            raise SpecError(f"{path}: line {event.start_mark.line + 1}: a number of {len(event.value):,} digits is "
+                            f"larger than any option takes")
         if isinstance(event, yaml.NodeEvent):
             nodes += 1
             if nodes > MAX_CONFIG_NODES:
@@ -272,7 +320,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
         raise SpecError(f"{path}: a config must be text, this one holds NUL bytes")
     try:
         _bounded_events(text, path)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader that also refuses repeated keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}" if mark is not None else ""

@@ -6,12 +6,13 @@ import math
 import numbers
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import torch
 
-from lossdiag.config import Config, read_yaml, resolve
+from lossdiag.config import Config, check_known_terms, read_yaml, resolve
 from lossdiag.diagnose import Diagnosis, diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
@@ -129,6 +130,9 @@ class Monitor:
 
         self.model = distributed.unwrap(model)
         self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise SpecError(f"Monitor: out={str(out)!r} is a file, not a folder; give the folder to write the "
+                            f"records and the report into")
         self.schedule = Schedule(every, bool(early))
         self.config = dataclasses.replace(_base_config(config), every=every, out=str(self.out))
         if target_shares is not None:
@@ -210,6 +214,7 @@ class Monitor:
         check_terms(terms, self._names)
         check_weights(weights, terms)
         if self._names is None:
+            check_known_terms(self.config.target_shares or {}, list(terms), "target_shares", "Monitor")
             self._names = list(terms)
             self._bind(terms)
         if self._rows and self._rows[-1].measurement is not None:
@@ -324,11 +329,20 @@ class Monitor:
 
     def _publish(self, records: list[dict]) -> None:
         """Hand the recorded steps' scalars to the user's log function, in step order."""
-        if self._log is None:
-            return
         for record in records:
-            if "grad" in record:
-                self._log(step_scalars(record, self._shared_terms), record["step"])
+            if self._log is not None and "grad" in record:
+                self._call_log(step_scalars(record, self._shared_terms), record["step"])
+
+    def _call_log(self, scalars: dict[str, float], step: int) -> None:
+        """Call the user's log function; the first exception it raises is warned about once and the function is
+        not called again, so a broken logger can never stop the training loop."""
+        try:
+            self._log(scalars, step)
+        except Exception as exc:  # noqa: BLE001 - whatever a logger raises must not reach the training loop
+            self._log = None
+            warnings.warn(f"lossdiag.Monitor: log(scalars, step) raised {type(exc).__name__}: {exc} at step {step}; "
+                          f"it will not be called again (the records and the report are unaffected)",
+                          RuntimeWarning, stacklevel=2)
 
     def _close(self, finished: bool) -> Optional[dict]:
         if self._flusher is not None:
@@ -388,9 +402,7 @@ def check_weights(weights: Any, terms: Mapping[str, torch.Tensor]) -> None:
         return
     if not isinstance(weights, Mapping):
         raise SpecError(f"Monitor: weights must be a mapping of term name to number, got {type(weights).__name__}")
-    unknown = [name for name in weights if name not in terms]
-    if unknown:
-        raise SpecError(f"Monitor: weights name unknown term '{unknown[0]}'; the terms are {list(terms)}")
+    check_known_terms(weights, list(terms), "weights", "Monitor")
     for name, weight in weights.items():
         number = isinstance(weight, numbers.Real) and not isinstance(weight, bool)
         if not (number or isinstance(weight, torch.Tensor) and weight.numel() == 1):

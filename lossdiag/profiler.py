@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from lossdiag.config import Config
+from lossdiag.config import Config, check_known_terms
 from lossdiag.errors import SpecError
 from lossdiag.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
@@ -18,13 +18,15 @@ from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_op
 
 
 def resolve_weights(spec: ModelSpec, terms: list[str], override: Optional[Mapping[str, float]]) -> dict[str, float]:
-    """Weights in force: the model file's, overridden term by term; 1.0 for terms neither names; unknown names
-    are errors."""
+    """Weights in force: the model file's, overridden term by term; 1.0 for terms neither names; unknown names,
+    and weights that are all 0 (no term would be trained), are errors."""
     given = {**dict(spec.weights), **dict(override or {})}
-    unknown = [name for name in given if name not in terms]
-    if unknown:
-        raise spec.user_error(f"weights name unknown term '{unknown[0]}'; the terms are {terms}")
-    return {name: float(given.get(name, 1.0)) for name in terms}
+    check_known_terms(given, terms, "weights", spec.source)
+    weights = {name: float(given.get(name, 1.0)) for name in terms}
+    if not any(weights.values()):
+        raise spec.user_error(f"every weight is 0, so no term would be trained and there is no gradient to measure; "
+                              f"give at least one term a weight above 0 (the weights: {weights})")
+    return weights
 
 
 def header(spec: ModelSpec, config: Config, terms: list[str], weights: dict[str, float], layout: Layout) -> dict:
@@ -90,6 +92,7 @@ class TrainingRun:
             if names is None:
                 names = list(terms)
                 weights = resolve_weights(self.spec, names, self.weights_override)
+                check_known_terms(self.config.target_shares or {}, names, "target_shares", self.spec.source)
                 layout = discover(model, terms)
                 problem = measurability_problem(terms, layout)
                 if problem is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib.util
+import inspect
 import itertools
 import sys
 from pathlib import Path
@@ -162,7 +163,26 @@ def make_optimizer(spec: ModelSpec, model: torch.nn.Module) -> torch.optim.Optim
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise spec.user_error(f"make_optimizer(params) must return a torch.optim.Optimizer, "
                               f"got {type(optimizer).__name__}")
+    name = type(optimizer).__name__
+    if _needs_closure(optimizer):
+        raise spec.user_error(f"make_optimizer(params) returned {name}, whose step() needs a closure that evaluates "
+                              f"the loss again; lossdiag steps once per batch without one: use an optimizer whose "
+                              f"closure is optional (Adam, SGD, ...)")
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if not any(id(p) in held for p in model.parameters() if p.requires_grad):
+        raise spec.user_error(f"make_optimizer(params) returned {name} holding none of the model's trainable "
+                              f"parameters, so training would change nothing; build it from the params it is given")
     return optimizer
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the optimizer's step() requires a closure argument (LBFGS), which a plain training step cannot give."""
+    try:
+        parameters = inspect.signature(optimizer.step).parameters
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in parameters.values())
 
 
 def batch_stream(spec: ModelSpec) -> Iterator[Any]:

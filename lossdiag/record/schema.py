@@ -82,6 +82,20 @@ FIELDS: dict[str, dict[str, Rule]] = {
 }
 REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), "check": ("term", "status"),
             "refine": ("weights", "dominance", "suggested")}
+SWEEP_FIELDS: dict[str, dict[str, Rule]] = {
+    "sweep": {"terms": terms, "weights": mapping(real), "suggested": mapping(real), "lossdiag_version": text,
+              "torch_version": text, "source": text, "suggested_alpha": optional(number),
+              "plan": listing(mapping(anything)), "config": mapping(anything), "jobs": optional(count),
+              "probe": mapping(anything), "start_metrics": optional(mapping(number))},
+    "point": {"weights": mapping(real), "alpha": number, "progress": mapping(number), "final": mapping(number),
+              "metrics": optional(mapping(number)), "scaled": optional(text), "factor": number,
+              "current": optional(lambda value: isinstance(value, bool)), "seconds": number},
+    "alone": {"term": text, "weights": mapping(real), "progress": mapping(number), "final": mapping(number),
+              "metrics": optional(mapping(number)), "seconds": number},
+    "end": {"runs": count},
+}
+SWEEP_REQUIRED = {"sweep": ("terms", "weights", "suggested", "plan", "config", "probe"),
+                  "point": ("weights", "progress"), "alone": ("term", "progress")}
 
 
 def _too_deep(value: Any) -> bool:
@@ -95,10 +109,12 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
-def fault(record: Any, names: Optional[Sequence[str]] = None) -> Optional[str]:
+def fault(record: Any, names: Optional[Sequence[str]] = None, fields: Mapping[str, Mapping[str, Rule]] = FIELDS,
+          required: Mapping[str, Sequence[str]] = REQUIRED) -> Optional[str]:
     """Why a record cannot be used ('its "loss" has the wrong type'), or None when it can.
 
-    `names` (the header's terms) also fixes the shape of a step's Gram matrix.
+    `names` (the header's terms) also fixes the shape of a step's Gram matrix; `fields` and `required` are the
+    rules of the file's kinds (a profile's by default, SWEEP_FIELDS for sweep_records.jsonl).
     """
     if not isinstance(record, Mapping):
         return "it is not an object"
@@ -109,8 +125,8 @@ def fault(record: Any, names: Optional[Sequence[str]] = None) -> Optional[str]:
         return "its 'kind' is not a string"
     if _too_deep(record):
         return f"it nests deeper than {MAX_DEPTH} levels"
-    rules = FIELDS.get(kind, {})
-    missing = [key for key in REQUIRED.get(kind, ()) if key not in record]
+    rules = fields.get(kind, {})
+    missing = [key for key in required.get(kind, ()) if key not in record]
     if missing:
         return f"it has no '{missing[0]}'"
     wrong = [key for key, rule in rules.items() if key in record and not rule(record[key])]
@@ -124,25 +140,27 @@ def fault(record: Any, names: Optional[Sequence[str]] = None) -> Optional[str]:
     return None
 
 
-def valid(records: Sequence[Any]) -> tuple[list[dict], list[str]]:
+def valid(records: Sequence[Any], header_kind: str = "meta", fields: Mapping[str, Mapping[str, Rule]] = FIELDS,
+          required: Mapping[str, Sequence[str]] = REQUIRED) -> tuple[list[dict], list[str]]:
     """The usable records (the header first) and a note on each kind of damage dropped.
 
-    Raises ValueError naming the problem when the header itself is unusable.
+    Raises ValueError naming the problem when the header itself is unusable. A sweep's records pass
+    header_kind='sweep' with SWEEP_FIELDS and SWEEP_REQUIRED.
     """
     if not records:
         raise ValueError("there are no records")
     header = records[0]
-    problem = fault(header)
-    if problem is None and header.get("kind") != "meta":
-        problem = "it is not a header (kind 'meta')"
+    problem = fault(header, None, fields, required)
+    if problem is None and header.get("kind") != header_kind:
+        problem = f"it is not a header (kind '{header_kind}')"
     if problem is None:
-        problem = next((f"it has no '{key}'" for key in REQUIRED["meta"] if key not in header), None)
+        problem = next((f"it has no '{key}'" for key in required[header_kind] if key not in header), None)
     if problem is not None:
         raise ValueError(f"the first record cannot be read: {problem}")
     names = header["terms"]
     kept, dropped = [header], []
     for record in records[1:]:
-        problem = fault(record, names)
+        problem = fault(record, names, fields, required)
         if problem is None:
             kept.append(record)
         else:

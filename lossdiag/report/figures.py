@@ -19,7 +19,7 @@ from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
 from lossdiag.diagnose import Diagnosis
 from lossdiag.report.downsample import MAX_POINTS, bucket_mean, bucket_range, rolling_mean, smoothing_window
-from lossdiag.report.terminal import safe
+from lossdiag.report.terminal import term_text
 
 COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 DASHES = ("-", "--", ":", "-.")
@@ -36,11 +36,9 @@ FONT = 8
 
 
 def label(value: object, limit: int = 48) -> str:
-    """A user string as literal figure text: control characters shown, '$' never read as mathtext, cut if long."""
-    text = safe(value)
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("$", r"\$")
+    """A user string (a term or module name) as literal figure text, as term_text shows it: escapes visible, cut
+    in the middle past `limit` with a digest so distinct names stay distinct; '$' never read as mathtext."""
+    return term_text(value, limit).replace("$", r"\$")
 
 
 def style(k: int) -> dict:

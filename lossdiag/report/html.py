@@ -9,7 +9,7 @@ from typing import Any, Optional, Sequence
 
 from lossdiag.diagnose import Diagnosis
 from lossdiag.findings import SEVERITY_ORDER
-from lossdiag.report.terminal import advice_lines, number, safe
+from lossdiag.report.terminal import advice_lines, number, safe, term_text
 
 ROOT = "lossdiag-report"
 POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -139,7 +139,7 @@ def _findings(summary: dict) -> str:
     items = []
     for finding in findings:
         severity = str(finding["severity"])
-        terms = ", ".join(f"<code>{esc(t)}</code>" for t in finding.get("terms", []))
+        terms = ", ".join(f"<code>{esc(term_text(t))}</code>" for t in finding.get("terms", []))
         value, threshold = finding.get("value"), finding.get("threshold")
         measured = (_tag("p", f"measured {esc(number(value))} · threshold {esc(number(threshold))}", "ld-note")
                     if value is not None or threshold is not None else "")
@@ -157,7 +157,7 @@ def _per_term(summary: dict) -> str:
     rows = []
     for term in summary["terms"]:
         row = summary["per_term"][term]
-        cells = [esc(term), esc(number(row["weight"])),
+        cells = [esc(term_text(term)), esc(number(row["weight"])),
                  f"{esc(number(row['loss_first']))} → {esc(number(row['loss_last']))}",
                  esc(number(row["grad_norm"])), esc(number(row["weighted_grad_norm"])),
                  esc(number(row["share"], 3)), esc(number(row.get("recommended_weight"), 3))]
@@ -167,7 +167,7 @@ def _per_term(summary: dict) -> str:
             f"parameters.")
     parts = [_tag("h2", "Per term"), _table(header, rows), _tag("p", note, "ld-note")]
     if summary["conflict"]:
-        pairs = [[f"{esc(p['terms'][0])} vs {esc(p['terms'][1])}", esc(number(p["cosine_median"], 3)),
+        pairs = [[f"{esc(term_text(p['terms'][0]))} vs {esc(term_text(p['terms'][1]))}", esc(number(p["cosine_median"], 3)),
                   esc(number(None if p["negative_fraction"] is None else 100 * p["negative_fraction"], 3)) + "%"]
                  for p in summary["conflict"]]
         parts += [_table(["pair", "median cosine", "negative on"], pairs),

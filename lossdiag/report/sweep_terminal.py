@@ -5,7 +5,7 @@ import math
 import shlex
 from typing import Optional
 
-from lossdiag.report.terminal import _table, number, percent, safe
+from lossdiag.report.terminal import _table, number, percent, plain, safe, term_text
 
 
 def alpha_text(alpha: float) -> str:
@@ -22,12 +22,12 @@ def point_name(point: dict, terms: list[str]) -> str:
         return f"alpha {alpha_text(point['alpha'])}"
     if point.get("scaled") is None:
         return "suggestion" if not point.get("current") else "in force"
-    return f"{safe(point['scaled'])} x{number(point['factor'], 3)}"
+    return f"{term_text(point['scaled'])} x{number(point['factor'], 3)}"
 
 
 def weights_text(weights: dict, terms: list[str], separator: str = ",") -> str:
     """Weights as --weights takes them (name=value,...), to 3 significant digits."""
-    return separator.join(f"{safe(t)}={number(weights[t], 3)}" for t in terms)
+    return separator.join(f"{term_text(t)}={number(weights[t], 3)}" for t in terms)
 
 
 def paste_lines(sweep: dict, model_path: Optional[str] = None) -> list[str]:
@@ -37,10 +37,10 @@ def paste_lines(sweep: dict, model_path: Optional[str] = None) -> list[str]:
         return []
     point, terms = sweep["points"][index], sweep["terms"]
     weights = point["weights"]
-    lines = [f"loss_total = {' + '.join(f'{number(weights[t], 3)} * {safe(t)}' for t in terms)}"]
+    lines = [f"loss_total = {' + '.join(f'{number(weights[t], 3)} * {term_text(t)}' for t in terms)}"]
     if point.get("alpha") is not None:
-        lines.append(f"alpha = {alpha_text(point['alpha'])} in alpha * {safe(terms[0])} + (1 - alpha) * "
-                     f"{safe(terms[1])}")
+        lines.append(f"alpha = {alpha_text(point['alpha'])} in alpha * {term_text(terms[0])} + (1 - alpha) * "
+                     f"{term_text(terms[1])}")
     if model_path:
         lines.append(f"check it: lossdiag profile {shlex.quote(safe(model_path))} "
                      f"--weights {shlex.quote(weights_text(weights, terms))}")
@@ -54,11 +54,11 @@ def verdict(sweep: dict) -> str:
         return ("no point can be recommended: every point has a missing or non-finite "
                 f"{'metric' if sweep['metric'] else 'progress'}; see the table")
     point, terms = sweep["points"][index], sweep["terms"]
-    progress = ", ".join(f"{safe(t)} {percent(point['progress'][t])}" for t in terms)
+    progress = ", ".join(f"{term_text(t)} {percent(point['progress'][t])}" for t in terms)
     text = f"recommended: {point_name(point, terms)} ({progress} progress"
     current = next((p for p in sweep["points"] if p.get("current")), None)
     if current is not None and current is not point:
-        text += "; under the weights in force: " + ", ".join(f"{safe(t)} {percent(current['progress'][t])}"
+        text += "; under the weights in force: " + ", ".join(f"{term_text(t)} {percent(current['progress'][t])}"
                                                              for t in terms)
     return text + f"), chosen by {safe(sweep['criterion'])}"
 
@@ -67,7 +67,7 @@ def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the points table: name, weights, each term's progress, metrics, score, marks."""
     terms = sweep["terms"]
     metrics = list(next((p["metrics"] for p in sweep["points"] if p.get("metrics")), {}) or {})
-    header = ["point", "weights", *(f"{safe(t)} progress" for t in terms), *map(safe, metrics), "score", ""]
+    header = ["point", "weights", *(f"{term_text(t)} progress" for t in terms), *map(safe, metrics), "score", ""]
     rows = []
     for k, point in enumerate(sweep["points"]):
         marks = ["recommended"] if k == sweep["recommended"] else []
@@ -82,7 +82,7 @@ def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
 
 def context_line(sweep: dict) -> str:
     """What was run: points, steps, probe and the alone runs."""
-    alone = ", ".join(f"{safe(t)} {percent(v)}" for t, v in sweep["alone"].items())
+    alone = ", ".join(f"{term_text(t)} {percent(v)}" for t, v in sweep["alone"].items())
     return (f"{len(sweep['points'])} of {sweep['planned_points']} points, each trained {sweep['sweep_steps']} steps "
             f"from the same start on the same batches; progress on {sweep['probe']['batches']} fixed probe batches; "
             f"each term trained alone: {alone}")
@@ -94,6 +94,7 @@ def render_sweep(sweep: dict, model_path: Optional[str] = None, out: Optional[st
              context_line(sweep)]
     if not sweep["complete"]:
         lines.append("the sweep ended early (killed or crashed): this covers the points that finished")
+    lines += [f"damaged records: {repair}" for repair in sweep.get("record_repairs", [])]
     lines += ["", safe(verdict(sweep)), ""]
     lines += _table(*points_table(sweep))
     lines += ["", "score: " + safe(sweep["criterion"])]
@@ -102,4 +103,4 @@ def render_sweep(sweep: dict, model_path: Optional[str] = None, out: Optional[st
         lines += ["", "recommended weights:", *(f"  {line}" for line in paste)]
     if out:
         lines += ["", f"outputs in {safe(out)}/"]
-    return "\n".join(lines) + "\n"
+    return plain(lines)

@@ -1,12 +1,13 @@
 """The terminal summary, read top-down: verdict, per-term table, findings, conflict, the suggestion."""
 from __future__ import annotations
 
+import hashlib
 import math
 import shlex
 from typing import Any, Optional
 
 from lossdiag.advise.recommend import SPREAD_WIDE
-from lossdiag.config import format_pairs
+from lossdiag.config import format_pairs, quote_name
 
 FEW_RECORDED_STEPS = 20
 
@@ -14,6 +15,21 @@ FEW_RECORDED_STEPS = 20
 def safe(text: Any) -> str:
     """A user string made harmless for a terminal: control characters and escapes shown, not obeyed."""
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
+def term_text(name: Any, limit: Optional[int] = None) -> str:
+    """A term name as the terminal, the page and the figures show it. A name holding a character that is not
+    printable (or starting with a double quote) is written in double quotes with JSON escapes, as --weights reads
+    it, so 'x<newline>y' shows as "x\\ny" and stays apart from 'x\\ny'; past `limit` characters it is cut in the
+    middle and ends with '#' and a digest of the whole name, so two long names that share a prefix stay apart."""
+    text = str(name)
+    if not text.isprintable() or text.startswith('"'):
+        text = quote_name(text)
+    if limit is None or len(text) <= limit:
+        return text
+    digest = "#" + hashlib.blake2s(str(name).encode("utf-8", "surrogatepass"), digest_size=2).hexdigest()
+    kept = max(limit - len(digest) - 1, 2)
+    return f"{text[:(kept + 1) // 2]}…{text[len(text) - kept // 2:]}{digest}"
 
 
 def plain(lines: list[str]) -> str:
@@ -32,7 +48,7 @@ def _listing(names: list[str], most: int = 6) -> str:
     """Names joined by commas, the rest counted; 'none' for an empty list."""
     if not names:
         return "none"
-    shown = ", ".join(safe(n) for n in names[:most])
+    shown = ", ".join(term_text(n) for n in names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
@@ -78,7 +94,7 @@ def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
         for term in terms:
             low, high = spread.get(term, (None, None))
             weight = number(recommended[term], 3) + (f" ({number(low, 3)}-{number(high, 3)})" if low is not None else "")
-            rows.append([safe(term), number(summary["weights"][term], 3), *_outcome_cells(in_force, term), weight,
+            rows.append([term_text(term), number(summary["weights"][term], 3), *_outcome_cells(in_force, term), weight,
                          *_outcome_cells(verified, term), percent(summary["per_term"][term].get("progress_alone"))])
         lines += _table(["term", "in force", "share", "applied", "progress", "recommended", "share", "applied",
                          "progress", "alone"], rows)
@@ -92,9 +108,9 @@ def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
     if kind != "reweight":
         return lines
     weights = recommended
-    lines.append(f"  loss_total = {' + '.join(f'{number(weights[t], 3)} * {safe(t)}' for t in terms)}")
+    lines.append(f"  loss_total = {' + '.join(f'{number(weights[t], 3)} * {term_text(t)}' for t in terms)}")
     if len(terms) == 2 and sum(weights.values()) > 0:
-        first, second = (safe(t) for t in terms)
+        first, second = (term_text(t) for t in terms)
         total = sum(weights.values())
         lines.append(f"  alpha = {number(weights[terms[0]] / total, 3)} in {number(total, 3)} * (alpha * {first} + "
                      f"(1 - alpha) * {second}), the sum of the weights in force kept")
@@ -105,7 +121,7 @@ def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
         widest = max(spread, key=lambda t: spread[t][1] / spread[t][0] if spread[t][0] > 0 else math.inf)
         low, high = spread[widest]
         lines.append(f"  the weights moved more than {SPREAD_WIDE:g}x between the halves of the recorded steps "
-                     f"(widest: {safe(widest)} {number(low, 3)}-{number(high, 3)}): profile longer (--steps "
+                     f"(widest: {term_text(widest)} {number(low, 3)}-{number(high, 3)}): profile longer (--steps "
                      f"{summary['profile_longer_steps']}) to see whether they settle; a weight that keeps moving "
                      f"follows the terms' learning, and the weights printed are the ones verified")
     if summary.get("recorded_steps", 0) < FEW_RECORDED_STEPS:
@@ -114,7 +130,7 @@ def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
     if model_path:
         lines.append(f"  check it: {check_command(summary, model_path, weights)}")
     for entry in summary.get("refinement", []):
-        shares = ", ".join(f"{safe(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
+        shares = ", ".join(f"{term_text(t)} {number(s, 3)}" for t, s in entry["dominance"].items())
         lines.append(f"  refine round {entry['round']}: the previous suggestion gave shares {shares}")
     return lines
 
@@ -148,7 +164,7 @@ def checks_lines(summary: dict) -> list[str]:
     rows = []
     for check in checks:
         status = f"{check['status']} ({check['code']})" if check.get("code") else check["status"]
-        row = [safe(check["term"]), status, f"{number(check['loss_start'])} -> {number(check['loss_end'])}",
+        row = [term_text(check["term"]), status, f"{number(check['loss_start'])} -> {number(check['loss_end'])}",
                percent(check["relative_drop"])]
         if combined:
             row += [percent(check.get("combined_relative_drop")), "starved" if check.get("starved") else ""]
@@ -166,7 +182,7 @@ def checks_lines(summary: dict) -> list[str]:
         lines.append(f"starved: after as many steps under the weights in force, its drop is at most "
                      f"{number(config.get('starved_ratio'))} times an alone drop of at least "
                      f"{percent(config.get('starved_min_drop'))}")
-    lines += [f"  '{safe(c['term'])}' skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
+    lines += [f"  '{term_text(c['term'])}' skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
     return lines
 
 
@@ -208,7 +224,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
     rows = []
     for term in summary["terms"]:
         row = summary["per_term"][term]
-        rows.append([safe(term), number(row["weight"]),
+        rows.append([term_text(term), number(row["weight"]),
                      f"{number(row['loss_first'])} -> {number(row['loss_last'])}",
                      number(row["grad_norm"]), number(row["weighted_grad_norm"]), number(row["share"], 3),
                      number(row.get("recommended_weight"), 3)])
@@ -222,7 +238,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
         lines += ["", f"conflict (median cosine of gradients on shared parameters; "
                       f"threshold {number(summary['conflict_threshold'])})"]
         for pair in summary["conflict"]:
-            a, b = (safe(t) for t in pair["terms"])
+            a, b = (term_text(t) for t in pair["terms"])
             lines.append(f"  {a} vs {b}: cosine {number(pair['cosine_median'], 3)}, "
                          f"negative on {percent(pair['negative_fraction'])} of steps")
     lines += advice_lines(summary, model_path)

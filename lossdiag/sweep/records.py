@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+from lossdiag.record.schema import SWEEP_FIELDS, SWEEP_REQUIRED, valid
 from lossdiag.sweep.choose import Choice, by_metric, by_progress, pareto
 
 SWEEP_RECORDS = "sweep_records.jsonl"
@@ -25,6 +26,7 @@ class SweepData:
     choice: Choice
     ended: bool
     torn: bool
+    repairs: tuple[str, ...] = ()
 
     @property
     def terms(self) -> list[str]:
@@ -44,9 +46,9 @@ class SweepData:
 
     @classmethod
     def from_records(cls, records: Sequence[dict], torn: bool = False) -> "SweepData":
-        """Read a sweep's records; raises ValueError when they do not start with a sweep header."""
-        if not records or records[0].get("kind") != HEADER:
-            raise ValueError("the records do not start with a sweep header (kind 'sweep')")
+        """Read a sweep's records, checked field by field (a record of the wrong shape is dropped and said in
+        `repairs`); raises ValueError when they do not start with a usable sweep header."""
+        records, repairs = valid(records, HEADER, SWEEP_FIELDS, SWEEP_REQUIRED)
         meta = records[0]
         terms = list(meta["terms"])
         points = sorted((r for r in records if r.get("kind") == POINT), key=lambda r: r["step"])
@@ -60,7 +62,7 @@ class SweepData:
             choice = by_progress(progress, alone, terms, config["check_min_drop"], [p["weights"] for p in points],
                                  meta["suggested"], config["sweep_tolerance"])
         ended = any(r.get("kind") == END for r in records)
-        return cls(meta, points, alone, pareto(progress, terms), choice, ended, torn)
+        return cls(meta, points, alone, pareto(progress, terms), choice, ended, torn, tuple(repairs))
 
     def to_json(self) -> dict:
         """sweep.json (CONTRACT section 7), plus the header's context: what was swept, from where, and how."""
@@ -74,4 +76,5 @@ class SweepData:
                 "sweep_steps": meta["config"]["sweep_steps"], "seed": meta["config"]["seed"],
                 "metric": self.metric, "probe": meta["probe"], "alone": self.alone, "points": points,
                 "pareto": self.pareto, "recommended": self.choice.index, "criterion": self.choice.criterion,
-                "planned_points": self.planned, "complete": self.ended and len(self.points) == self.planned}
+                "planned_points": self.planned, "complete": self.ended and len(self.points) == self.planned,
+                **({"record_repairs": list(self.repairs)} if self.repairs else {})}
