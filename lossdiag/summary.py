@@ -39,6 +39,9 @@ def verdict(diagnosis: Diagnosis) -> str:
     shares = [s for s in diagnosis.dominance.shares.values() if s == s]
     if len(diagnosis.run.shared_terms) < 2:
         return "fewer than two terms reach shared parameters, so there is no balance to measure"
+    if len(diagnosis.run.weights) and not np.any(diagnosis.run.weights):
+        return ("every weight was 0 on the recorded steps, so no term was trained and there is no balance to "
+                "measure; give at least one term a weight above 0")
     if not shares or max(shares) <= 0:
         return (f"no per-term gradient on the shared parameters was recorded ({len(diagnosis.run.grad_steps)} "
                 f"recorded steps), so there is no balance to measure yet")

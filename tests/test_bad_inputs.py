@@ -42,7 +42,8 @@ def listing(folder) -> dict[str, bytes]:
 MODEL_CASES = {
     "lbfgs": ("def make_optimizer(params):\n    return torch.optim.LBFGS(params)\n",
               "returned LBFGS, whose step() needs a closure"),
-    "optimizer-of-another-model": ("def make_optimizer(params):\n    return torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=0.1)\n",
+    "optimizer-of-another-model": ("def make_optimizer(params):\n"
+                                   "    return torch.optim.SGD(nn.Linear(3, 2).parameters(), lr=0.1)\n",
                                    "returned SGD holding none of the model's trainable parameters"),
 }
 
@@ -174,6 +175,7 @@ def test_report_on_crafted_sweep_records_escapes_them_and_drops_points_of_the_wr
     assert written["record_repairs"] == ["1 record with a field of the wrong type was dropped "
                                          "(the first: its 'alpha' has the wrong type)"]
     assert "damaged records: 1 record" in stdout
+    assert "<strong>Damaged records:</strong> 1 record" in (folder / "sweep.html").read_text()
 
 
 def test_a_sweep_header_of_the_wrong_type_refuses_the_folder_in_one_line(fixtures, tmp_path):
@@ -243,3 +245,16 @@ def test_long_names_sharing_a_prefix_stay_distinct_when_cut(limit):
         assert len(names[0]) == len(names[1]) == 61 and first != second
         assert len(first) <= limit and len(second) <= limit and "…" in first
         assert first.startswith("recons") and label(names[0], limit) == first  # the same name, the same label
+
+
+def test_a_monitor_whose_weights_are_all_0_says_no_term_was_trained_without_a_numpy_warning(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    monitor = lossdiag.Monitor(model, out=tmp_path / "run", every=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(5):
+            out = model(torch.randn(4, 3))
+            terms = {"a": out[:, 0].mean(), "b": out[:, 1].pow(2).mean()}
+            monitor.combine(terms, weights={"a": 0.0, "b": 0.0}).backward()
+        summary = monitor.close()
+    assert summary["verdict"].startswith("every weight was 0 on the recorded steps, so no term was trained")

@@ -97,6 +97,8 @@ def alpha_curve(run: RunData, suggested_alpha: Optional[float], points: int = 12
     central = _share_of_first(alphas, np.median(first, keepdims=True), np.median(second, keepdims=True))[:, 0]
     per_step = _share_of_first(alphas, first, second)
     weights = run.weights[0] if len(run.weights) else np.array([1.0, 1.0])
+    if not weights[0] + weights[1] > 0:
+        return None  # every weight 0: there is no alpha in force to mark
     current_alpha = float(weights[0] / (weights[0] + weights[1]))
     return AlphaCurve(alphas, central, np.quantile(per_step, 0.25, axis=1), np.quantile(per_step, 0.75, axis=1),
                       float(suggested_alpha), current_alpha)

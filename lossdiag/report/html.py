@@ -167,7 +167,8 @@ def _per_term(summary: dict) -> str:
             f"parameters.")
     parts = [_tag("h2", "Per term"), _table(header, rows), _tag("p", note, "ld-note")]
     if summary["conflict"]:
-        pairs = [[f"{esc(term_text(p['terms'][0]))} vs {esc(term_text(p['terms'][1]))}", esc(number(p["cosine_median"], 3)),
+        pairs = [[f"{esc(term_text(p['terms'][0]))} vs {esc(term_text(p['terms'][1]))}",
+                  esc(number(p["cosine_median"], 3)),
                   esc(number(None if p["negative_fraction"] is None else 100 * p["negative_fraction"], 3)) + "%"]
                  for p in summary["conflict"]]
         parts += [_table(["pair", "median cosine", "negative on"], pairs),

@@ -20,6 +20,8 @@ def _header(sweep: dict) -> str:
         parts.append(_tag("p", f"<strong>This sweep ended early:</strong> {len(sweep['points'])} of "
                                f"{sweep['planned_points']} points finished (killed or crashed). Everything below "
                                "covers the points that finished.", "ld-banner"))
+    parts += [_tag("p", f"<strong>Damaged records:</strong> {esc(repair)}.", "ld-banner")
+              for repair in sweep.get("record_repairs", [])]
     return "".join(parts)
 
 
