@@ -31,7 +31,7 @@ def lossdiag_step() -> Step:
     def step(problem: Problem, opt: torch.optim.Optimizer, batch: dict) -> dict:
         opt.zero_grad(set_to_none=True)
         terms = problem.losses(problem.model, batch)
-        stats = recorded_step(problem.model, terms, {name: 1.0 for name in terms})
+        stats, _ = recorded_step(problem.model, terms, {name: 1.0 for name in terms})
         opt.step()
         return stats
 

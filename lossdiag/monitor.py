@@ -17,7 +17,7 @@ from lossdiag.diagnose import Diagnosis, diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.scopes import ALL, Measurement, make_scope
-from lossdiag.record.shared import UNMEASURABLE, discover
+from lossdiag.record.shared import UNMEASURABLE, discover, layout_record
 from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records, run_header
 from lossdiag.report.outputs import write_outputs
 from lossdiag.scalars import LogFn, step_scalars
@@ -32,11 +32,13 @@ SOURCE = "monitor"
 
 @dataclasses.dataclass
 class _Row:
-    """One step waiting for the host (its term values wait in the monitor's slots) and its measurement."""
+    """One step waiting for the host (its term values wait in the monitor's slots) and its measurement; `layout`,
+    the scope's description when this step reached a parameter it had not described."""
 
     step: int
     weights: Optional[dict[str, float]] = None
     measurement: Optional[Measurement] = None
+    layout: Optional[dict] = None
 
 
 class _Slots:
@@ -237,6 +239,7 @@ class Monitor:
         if recorded and any(value.requires_grad for value in ordered.values()):
             row.weights = weight_values(weights, self._names)
             row.measurement = self._measure(ordered, row.weights)
+            row.layout = self._scope.grown()
         if recorded and self._ranks is not None:
             self._synchronise(row, next(iter(ordered.values())).device)
         if self._writer is None and self._writes:
@@ -438,6 +441,8 @@ def step_records(names: list[str], rows: list[_Row], sizes: list[int], host: lis
     offset = len(rows) * count
     records = []
     for i, (row, size) in enumerate(zip(rows, sizes)):
+        if row.layout is not None:
+            records.append(layout_record(row.step, row.layout))
         loss = dict(zip(names, host[i * count:(i + 1) * count]))
         record: dict = {"kind": "step", "step": row.step, "loss": loss}
         bad_gradient: list[str] = []

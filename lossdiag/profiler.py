@@ -11,7 +11,7 @@ from lossdiag.config import Config, check_known_terms
 from lossdiag.errors import SpecError
 from lossdiag.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
-from lossdiag.record.shared import Layout, discover, measurability_problem
+from lossdiag.record.shared import Layout, discover, layout_record, measurability_problem
 from lossdiag.record.stream import RecordWriter, run_header
 from lossdiag.rng import seed_everything
 from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
@@ -86,6 +86,8 @@ class TrainingRun:
         records: list[dict] = []
         names: Optional[list[str]] = None
         weights: dict[str, float] = {}
+        order = [name for name, _ in model.named_parameters()]
+        layout: Optional[Layout] = None
         for step in range(self.config.steps):
             batch = to_device(next(stream), device)
             terms = compute_terms(self.spec, model, batch, names, f" at step {step}")
@@ -103,10 +105,15 @@ class TrainingRun:
             values = dict(zip(names, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
             optimizer.zero_grad(set_to_none=True)
             record: dict = {"kind": "step", "step": step, "loss": values}
+            new: list[dict] = []
             stats = None
             if step % self.config.every == 0:
-                stats = recorded_step(model, terms, weights)
+                stats, reached = recorded_step(model, terms, weights)
                 record["grad"] = {"weights": weights, **stats}
+                joined = layout.union(reached, order)
+                if joined is not layout:
+                    layout = joined
+                    new.append(layout_record(step, layout.describe()))
             else:
                 total = _total(terms, weights)
                 if total is not None:
@@ -117,7 +124,7 @@ class TrainingRun:
             hidden = not bad and stats is None and not finite_gradients(model.parameters())
             if not (bad or hidden):
                 optimizer.step()
-            new = [record, {"kind": "nonfinite-update", "step": step}] if hidden else [record]
+            new += [record, {"kind": "nonfinite-update", "step": step}] if hidden else [record]
             records.extend(new)
             if writer is not None:
                 writer.write_many(new)

@@ -13,13 +13,17 @@ def step_scalars(record: dict, shared_terms: Sequence[str]) -> dict[str, float]:
     """A 'step' record with gradients as `lossdiag/<term>/loss|grad_norm|share` and `lossdiag/cosine/<a>~<b>`.
 
     grad_norm is the unweighted gradient norm on the shared parameters; share is the term's part of the
-    weighted gradient there (0 for a term that reaches no shared parameter, as in summary.json); cosines
-    are between pairs of terms that both reach shared parameters. Not-a-number where a value is undefined.
+    weighted gradient there (0 for a term that reaches no shared parameter on this step, as in summary.json);
+    cosines are between pairs of terms that both reach shared parameters on this step. Which terms do is read
+    from the record, or where it does not say (the representation scope) taken as `shared_terms`.
+    Not-a-number where a value is undefined.
     """
     grad = record["grad"]
     terms = list(record["loss"])
     norms = {t: _float(grad["norms"].get(t)) for t in terms}
-    weighted = {t: abs(_float(grad["weights"].get(t))) * norms[t] for t in shared_terms}
+    reach = grad.get("term_shared_parameters")
+    sharing = shared_terms if reach is None else [t for t in terms if reach.get(t, 0) > 0]
+    weighted = {t: abs(_float(grad["weights"].get(t))) * norms[t] for t in sharing}
     total = sum(weighted.values())
     scalars: dict[str, float] = {}
     for term in terms:

@@ -157,12 +157,15 @@ def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
 
 
 def layer_shares(diagnosis: Diagnosis) -> dict:
-    """Per shared module, each term's share of the weighted gradient there (median norms over recorded steps)."""
+    """Per shared module, each term's share of the weighted gradient there (median norms over the recorded steps on
+    which the term reached shared parameters)."""
     run = diagnosis.run
     weights = np.abs(run.weights)
+    steps = run.share_steps
     shares = {}
     for module, norms in run.layers.items():
-        medians = np.array([finite_median(weights[:, k] * norms[:, k]) for k in range(len(run.terms))])
+        medians = np.array([finite_median(weights[steps[:, k], k] * norms[steps[:, k], k])
+                            for k in range(len(run.terms))])
         total = float(np.nansum(medians))
         shares[module] = {t: float(medians[k] / total) if total > 0 else None for k, t in enumerate(run.terms)}
     return shares

@@ -51,6 +51,29 @@ class Net(nn.Module):
         return self.aux(low), self.head(high).squeeze(-1), high
 
 
+ROUTE = 1.5
+
+
+class Routed(Net):
+    """Net whose `high` layer is a mixture of two experts, each sample dispatched to one: the second takes the
+    samples whose first input passes ROUTE, which none of steps 0 and 1 has; at step 2 one sample of rank 1's slice
+    reaches it (rank 0's none), at step 3 one of each rank's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.high = nn.ModuleList([nn.Sequential(nn.Linear(16, 16), nn.Tanh()) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        low = self.low(x)
+        chosen = (x[:, 0] > ROUTE).long()
+        high = low.new_zeros(low.shape)
+        for k, expert in enumerate(self.high):
+            rows = (chosen == k).nonzero().flatten()
+            if len(rows):
+                high = high.index_copy(0, rows, expert(low[rows]))
+        return self.aux(low), self.head(high).squeeze(-1), high
+
+
 def global_batch(step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(1000 + step)
     size = WORLD * PER_RANK
@@ -73,9 +96,9 @@ def terms_of(model: nn.Module, data: tuple[torch.Tensor, ...]) -> dict[str, torc
 WEIGHTS = {"aux": 1.0, "reg": 0.05, "mag": 2.0}
 
 
-def fresh(dropout: float = 0.0, spare: bool = False) -> Net:
+def fresh(dropout: float = 0.0, spare: bool = False, routed: bool = False) -> Net:
     torch.manual_seed(0)
-    return Net(dropout, spare)
+    return Routed() if routed else Net(dropout, spare)
 
 
 def train(model: nn.Module, forward: nn.Module, monitor: Optional[Monitor], rank: Optional[int], steps: int,
@@ -104,6 +127,7 @@ EXACT = {
                            find_unused=False, micro=1),
     "fsdp-representation": dict(every=2, options={"scope": "representation", "at": "high"}, fsdp=True,
                                 find_unused=False, micro=1),
+    "new-expert": dict(every=1, options={}, wrap_after=True, find_unused=True, micro=1, routed=True),
 }
 NEUTRAL_EVERY = (1, 7)
 NEUTRAL_STEPS = 12
@@ -111,7 +135,7 @@ NEUTRAL_STEPS = 12
 
 def run_exact(rank: int, folder: Path, name: str) -> None:
     setup = EXACT[name]
-    model = fresh(spare=setup["find_unused"])
+    model = fresh(spare=setup["find_unused"], routed=setup.get("routed", False))
     out = folder / f"{name}-rank{rank}"
     if setup.get("fsdp"):
         from torch.distributed.fsdp import fully_shard
@@ -257,7 +281,7 @@ def launched(tmp_path_factory) -> Path:
 def reference(name: str, folder: Path) -> tuple[list[dict], dict]:
     """The same loop in one process on the concatenated global batch: its step records and summary."""
     setup = EXACT[name]
-    model = fresh(spare=setup["find_unused"])
+    model = fresh(spare=setup["find_unused"], routed=setup.get("routed", False))
     monitor = Monitor(model, out=folder / f"{name}-reference", every=setup["every"], **setup["options"])
     train(model, model, monitor, None, STEPS, torch.optim.SGD(model.parameters(), lr=0.05), setup["micro"])
     summary = monitor.summary()
@@ -303,6 +327,7 @@ def test_rank_zero_records_equal_the_global_batch_in_one_process(launched, tmp_p
     if "scope" not in EXACT[name]["options"]:
         assert shared["numel"] == want_shared["numel"]
     assert meta["term_parameters"] == want_meta["term_parameters"]
+    assert [r for r in records if r["kind"] == "layout"] == [r for r in expected if r["kind"] == "layout"]
     steps = [r for r in records if r["kind"] == "step"]
     want = [r for r in expected if r["kind"] == "step"]
     assert [r["step"] for r in steps] == [r["step"] for r in want] == list(range(len(want)))
@@ -321,6 +346,18 @@ def test_only_rank_zero_writes_and_gets_the_summary(launched, name):
     assert not (launched / f"{name}-rank1").exists()
     assert json.loads((launched / f"{name}-close0.json").read_text()) is True
     assert json.loads((launched / f"{name}-close1.json").read_text()) is False
+
+
+def test_an_expert_first_reached_by_one_rank_after_the_first_step_is_measured(launched):
+    """Step 2 routes a sample of rank 1's slice only to the second expert: its gradient there, averaged over the
+    ranks, is in the step's numbers (the comparison above) and its parameters join the shared ones from then on."""
+    records = read_records(launched / "new-expert-rank0" / "records.jsonl")[0]
+    steps = [r for r in records if r["kind"] == "step"]
+    assert "high.1.0" not in steps[1]["grad"]["layers"] and "high.1.0" in steps[2]["grad"]["layers"]
+    (layout,) = [r for r in records if r["kind"] == "layout"]
+    assert layout["step"] == 2 and "high.1.0.weight" in layout["shared_parameters"]["names"]
+    summary = json.loads((launched / "new-expert-rank0" / "summary.json").read_text())
+    assert summary["shared_modules"] == ["low.0", "high.0.0", "high.1.0"]
 
 
 def test_names_are_the_unwrapped_models_when_the_monitor_gets_the_ddp_wrapper(launched):

@@ -1,36 +1,51 @@
 """Property test: random small architectures with the structures users have (deep supervision, tied weights, a
 layer applied twice, BatchNorm, dropout, frozen parameters, W + D[t] heads, dict outputs, a term on its own
 parameters only). On each, every number a Monitor records and the profile's recorded step computes equals plain
-torch.autograd.grad per term, and the Monitor leaves training bitwise as it was."""
+torch.autograd.grad per term, and the Monitor leaves training bitwise as it was.
+
+Three families change which parameters the terms reach after the first step: a head on its trunk feature's
+.detach() for a warm-up step, a trunk layer frozen for the first step, and a mixture of experts whose second
+expert no sample of the first batch reaches. On them, each step's shares, cosines and logger scalars, the summary's
+medians and shared parameters, from a Monitor and from lossdiag.profile, equal plain autograd's on that step."""
 from __future__ import annotations
 
 import copy
 import math
 import random
 from pathlib import Path
+from typing import Optional
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import lossdiag
 from lossdiag import Monitor
 from lossdiag.record.gradients import recorded_step
-from lossdiag.record.shared import module_of
 from lossdiag.record.stream import read_records
-from reference import flat_term_gradients, gram, relative_error
+from lossdiag.scalars import step_scalars
+from reference import TOLERANCE, assert_matches, close, relative_error, shares_and_cosines, step_reference
 
 ARCHITECTURES = 60
+WARM_UP, LATE_UNFREEZE, NEW_EXPERT = "warm-up detach", "late unfreeze", "new expert"
+FAMILIES = (WARM_UP, LATE_UNFREEZE, NEW_EXPERT)
+PER_FAMILY = 8
 STEPS = 2
 INPUTS = 4
 BATCH = 6
-TOLERANCE = 1e-5
 
 
 class RandomNet(nn.Module):
-    """A trunk of 1-3 layers and 2-4 heads, each leaving the trunk at a random depth; the structure drawn from rng."""
+    """A trunk of 1-3 layers and 2-4 heads, each leaving the trunk at a random depth; the structure drawn from rng.
 
-    def __init__(self, rng: random.Random) -> None:
+    With a family: one head reads its feature detached on step 0 (`warming`), one trunk layer is frozen until the
+    loop unfreezes it at step 1 (`late`), or two experts follow the stem, the second taking the samples whose first
+    input is positive (none in the first batch).
+    """
+
+    def __init__(self, rng: random.Random, family: Optional[str] = None) -> None:
         super().__init__()
         width = rng.randint(3, 6)
         self.stem = nn.Linear(INPUTS, width)
@@ -45,9 +60,16 @@ class RandomNet(nn.Module):
         self.deltas = nn.ParameterList([nn.Parameter(0.1 * torch.randn(width, 3)) for _ in self.kinds])
         if rng.random() < 0.3:
             rng.choice([self.stem, *self.blocks, *self.heads]).requires_grad_(False)
+        self.warming = rng.randrange(len(self.kinds)) if family == WARM_UP else None
+        self.late = rng.randint(0, len(self.blocks)) if family == LATE_UNFREEZE else None
+        if self.late is not None:
+            self.trunk_layer(self.late).requires_grad_(False)
+        self.experts = nn.ModuleList([nn.Linear(width, width) for _ in range(2)]) if family == NEW_EXPERT else None
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         h = torch.tanh(self.stem(x))
+        if self.experts is not None:
+            h = self.route(h, (x[:, 0] > 0).long())
         if self.norm is not None:
             h = self.norm(h)
         levels = [h]
@@ -60,7 +82,7 @@ class RandomNet(nn.Module):
             levels.append(h)
         outputs = {}
         for k, (kind, depth) in enumerate(zip(self.kinds, self.depths)):
-            feature = levels[depth]
+            feature = levels[depth].detach() if k == self.warming and step == 0 else levels[depth]
             if kind == "tied":
                 outputs[f"out{k}"] = feature @ self.stem.weight
             elif kind == "aliased":
@@ -68,6 +90,18 @@ class RandomNet(nn.Module):
             else:
                 outputs[f"out{k}"] = self.heads[k](feature)
         return outputs
+
+    def trunk_layer(self, index: int) -> nn.Module:
+        return [self.stem, *self.blocks][index]
+
+    def route(self, h: torch.Tensor, chosen: torch.Tensor) -> torch.Tensor:
+        """Each sample through the expert chosen for it; an expert no sample chooses is not in the graph."""
+        routed = torch.zeros_like(h)
+        for k, expert in enumerate(self.experts):
+            rows = (chosen == k).nonzero().flatten()
+            if len(rows):
+                routed = routed.index_copy(0, rows, torch.tanh(expert(h[rows])))
+        return routed
 
 
 def draw_losses(rng: random.Random, model: RandomNet):
@@ -78,9 +112,11 @@ def draw_losses(rng: random.Random, model: RandomNet):
     pair = rng.random() < 0.4
     own = rng.randrange(len(model.kinds)) if rng.random() < 0.3 else None
 
-    def losses(m: RandomNet, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        x, target, labels = batch
-        outputs = m(x)
+    def losses(m: RandomNet, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]) -> dict[str, torch.Tensor]:
+        x, target, labels, step = batch
+        if m.late is not None and step >= 1:
+            m.trunk_layer(m.late).requires_grad_(True)
+        outputs = m(x, step)
         terms = {}
         for k, (kind, scale) in enumerate(zip(kinds, scales)):
             out = outputs[f"out{k}"][:, :3]
@@ -99,67 +135,31 @@ def draw_losses(rng: random.Random, model: RandomNet):
     return losses
 
 
-def batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+def batches(seed: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+    """Inputs, targets, labels and the step number; the first batch's first input is negative throughout, so that
+    a routed second expert is first reached at step 1."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(BATCH, INPUTS, generator=g), torch.randn(BATCH, 3, generator=g),
-             torch.randint(0, 3, (BATCH,), generator=g)) for _ in range(STEPS)]
+    drawn = [(torch.randn(BATCH, INPUTS, generator=g), torch.randn(BATCH, 3, generator=g),
+              torch.randint(0, 3, (BATCH,), generator=g), step) for step in range(STEPS)]
+    drawn[0][0][:, 0] = -drawn[0][0][:, 0].abs()
+    return drawn
 
 
-def reference(terms: dict[str, torch.Tensor], model: nn.Module) -> dict:
-    """Every number a recorded step reports, by brute force: one autograd.grad per term over every trainable
-    parameter, flattened in float64."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    reached = {}
-    for name, value in terms.items():
-        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True) if value.requires_grad \
-            else [None] * len(params)
-        reached[name] = [i for i, g in enumerate(grads) if g is not None]
-    shared = [i for i in range(len(params)) if sum(i in r for r in reached.values()) >= 2]
-    g = gram(flat_term_gradients(terms, [params[i] for i in shared])) if shared else None
-    names = list(terms)
-    norms = {t: float(g[k, k].sqrt()) if g is not None else 0.0 for k, t in enumerate(names)}
-    norms_all = {t: float(flat_term_gradients({t: terms[t]}, [params[i] for i in reached[t]])[t].norm())
-                 if reached[t] else 0.0 for t in names}
-    layers = {}
-    for module in dict.fromkeys(module_of(named[i][0]) for i in shared):
-        inside = [params[i] for i in shared if module_of(named[i][0]) == module]
-        layers[module] = {t: float(v.norm()) for t, v in flat_term_gradients(terms, inside).items()}
-    return {"gram": g, "norms": norms, "norms_all": norms_all, "layers": layers,
-            "reaches_shared": {t: any(i in shared for i in reached[t]) for t in names}}
+def family_of(seed: int) -> Optional[str]:
+    """The architectures after the first ARCHITECTURES take the families in turn."""
+    return None if seed < ARCHITECTURES else FAMILIES[(seed - ARCHITECTURES) % len(FAMILIES)]
 
 
-def close(actual: float, expected: float, scale: float) -> bool:
-    return abs(actual - expected) <= TOLERANCE * max(abs(expected), scale, 1e-30)
-
-
-def assert_matches(stats: dict, expected: dict, where: str) -> None:
-    names = list(expected["norms"])
-    biggest = max([*expected["norms"].values(), *expected["norms_all"].values(), 1e-30])
-    if expected["gram"] is None:
-        assert not any(stats["norms"].values()), where
-    else:
-        actual = torch.tensor(stats["gram"], dtype=torch.float64)
-        norms = expected["gram"].diagonal().sqrt()
-        assert relative_error(actual, expected["gram"], torch.outer(norms, norms).clamp_min(1e-30)) < TOLERANCE, where
-    for t in names:
-        assert close(stats["norms"][t], expected["norms"][t], 1e-6 * biggest), (where, t)
-        assert close(stats["norms_all"][t], expected["norms_all"][t], 1e-6 * biggest), (where, t)
-    assert set(stats["layers"]) == set(expected["layers"]), where
-    for module, row in expected["layers"].items():
-        for t in names:
-            assert close(stats["layers"][module][t], row[t], 1e-6 * biggest), (where, module, t)
-
-
-def train(seed: int, out: Path | None) -> dict:
+def train(seed: int, out: Path | None, lr: float = 0.05) -> dict:
     """Two training steps (SGD with momentum) of architecture `seed`, plain or with a Monitor; the final state,
     the reference numbers of each step and the records."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    model = RandomNet(rng)
+    model = RandomNet(rng, family_of(seed))
+    order = [name for name, _ in model.named_parameters()]
     losses = draw_losses(rng, model)
     weights = {}
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.5)
+    optimizer = make_optimizer(model.parameters(), lr)
     monitor = Monitor(model, out=out, every=1) if out is not None else None
     expected, first_update = [], None
     torch.manual_seed(10_000 + seed)
@@ -167,7 +167,7 @@ def train(seed: int, out: Path | None) -> dict:
         terms = losses(model, batch)
         weights = weights or {t: rng.choice([1.0, 10 ** rng.uniform(-2, 1)]) for t in terms}
         if monitor is None:
-            expected.append(reference(terms, model))
+            expected.append(step_reference(terms, model))
             total = sum(weights[t] * v for t, v in terms.items())
         else:
             total = monitor.combine(terms, weights)
@@ -181,12 +181,16 @@ def train(seed: int, out: Path | None) -> dict:
              "buffers": [b.clone() for b in model.buffers()], "rng": torch.get_rng_state(),
              "momentum": [optimizer.state[p].get("momentum_buffer") for p in model.parameters()]}
     result = {"state": state, "expected": expected, "weights": weights, "first_update": first_update,
-              "losses": losses}
+              "losses": losses, "order": order}
     if monitor is not None:
         result["summary"] = monitor.summary()
         result["records"] = read_records(out / "records.jsonl")[0]
         monitor._writer.close()  # close() would also draw the report's figures, seconds per architecture
     return result
+
+
+def make_optimizer(parameters, lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(parameters, lr=lr, momentum=0.5)
 
 
 def assert_equal_tensors(a: list, b: list, what: str) -> None:
@@ -200,10 +204,10 @@ def check_profile_step(seed: int, plain: dict) -> None:
     """The profile's recorded step on the first batch: its numbers, and the update it sets on .grad."""
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    model = RandomNet(rng)
+    model = RandomNet(rng, family_of(seed))
     torch.manual_seed(10_000 + seed)
     terms = plain["losses"](model, batches(seed)[0])
-    stats = recorded_step(model, terms, plain["weights"])
+    stats, _ = recorded_step(model, terms, plain["weights"])
     assert_matches(stats, plain["expected"][0], f"architecture {seed}, profile")
     scale = max(float(g.abs().max()) for g in plain["first_update"] if g is not None)
     for k, (p, expected) in enumerate(zip(model.parameters(), plain["first_update"])):
@@ -222,23 +226,66 @@ def check_monitor(seed: int, plain: dict, monitored: dict) -> None:
     assert len(steps) == STEPS
     for step, (record, expected) in enumerate(zip(steps, plain["expected"])):
         assert_matches(record["grad"], expected, f"architecture {seed}, step {step}")
-    header = monitored["records"][0]
-    balanced = [t for t in header["terms"] if header["term_shared_parameters"][t] > 0]
-    medians = {t: sum(plain["weights"][t] * e["norms"][t] for e in plain["expected"]) / STEPS for t in balanced}
+    check_balance(seed, plain, monitored["records"], monitored["summary"])
+
+
+def check_balance(seed: int, plain: dict, records: list[dict], summary: dict) -> None:
+    """Each step's shares, cosines and logger scalars, the summary's shares (medians over the steps on which each
+    term reached shared parameters) and its shared parameters (those shared on some step), against plain autograd."""
+    header = records[0]
+    shared_terms = [t for t in header["terms"] if header["term_shared_parameters"][t] > 0]
+    steps = [r for r in records if r["kind"] == "step"]
+    for step, (record, expected) in enumerate(zip(steps, plain["expected"])):
+        scalars = step_scalars(record, shared_terms)
+        shares, cosines = shares_and_cosines(expected, plain["weights"])
+        for t, share in shares.items():
+            actual = scalars[f"lossdiag/{t}/share"]
+            assert (math.isnan(actual) and math.isnan(share)) or close(actual, share, 1e-9), (seed, step, t)
+        assert {key for key in scalars if key.startswith("lossdiag/cosine/")} == \
+            {f"lossdiag/cosine/{a}~{b}" for a, b in cosines}, (seed, step)
+        for (a, b), cosine in cosines.items():
+            actual = scalars[f"lossdiag/cosine/{a}~{b}"]
+            assert (math.isnan(actual) and math.isnan(cosine)) or abs(actual - cosine) < 1e-6, (seed, step, a, b)
+    medians = {}
+    for t in header["terms"]:
+        norms = [plain["weights"][t] * e["norms"][t] for e in plain["expected"] if e["reaches_shared"][t]]
+        if norms:
+            medians[t] = float(np.median(norms))
     total = sum(medians.values())
     for t in header["terms"]:
-        share = monitored["summary"]["dominance"][t]
+        share = summary["dominance"][t]
         expected = medians[t] / total if t in medians and total > 0 else 0.0
         assert share is None or math.isnan(expected) or close(share, expected, 1e-9), (seed, t)
+    shared = {name for e in plain["expected"] for name in e["shared_names"]}
+    assert summary["shared_parameters"]["names"] == [name for name in plain["order"] if name in shared], seed
+
+
+def check_profile(seed: int) -> None:
+    """lossdiag.profile over the same steps (every one recorded, no checks): its records and summary. At learning
+    rate 0, so that the plain loop's states are the profile's bit for bit (its update is the sum of the terms'
+    gradients, equal to total.backward()'s only to rounding); what the terms reach still changes at step 1."""
+    plain = train(seed, None, lr=0.0)
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model = RandomNet(rng, family_of(seed))
+    result = lossdiag.profile(model, batches(seed), plain["losses"], weights=plain["weights"], steps=STEPS, every=1,
+                              check_steps=0, seed=10_000 + seed, progress=False,
+                              make_optimizer=lambda parameters: make_optimizer(parameters, 0.0))
+    steps = [r for r in result.records if r["kind"] == "step"]
+    for step, (record, expected) in enumerate(zip(steps, plain["expected"])):
+        assert_matches(record["grad"], expected, f"architecture {seed}, profile step {step}")
+    check_balance(seed, plain, result.records, result.summary)
 
 
 @pytest.mark.parametrize("chunk", range(4))
 def test_random_architectures_against_plain_autograd(tmp_path, chunk):
-    for seed in range(chunk, ARCHITECTURES, 4):
+    for seed in range(chunk, ARCHITECTURES + PER_FAMILY * len(FAMILIES), 4):
         plain = train(seed, None)
         monitored = train(seed, tmp_path / str(seed))
         check_monitor(seed, plain, monitored)
         check_profile_step(seed, plain)
+        if family_of(seed) is not None:
+            check_profile(seed)
 
 
 # Huge float32 norms (issue 16, item 3): one term scaled so that its gradient norm is 1e20-1e30, its square past
@@ -267,11 +314,11 @@ def huge_setup(seed: int) -> tuple[RandomNet, object, dict[str, float]]:
 
 
 def twin_reference(model: nn.Module, losses, batch: tuple) -> dict:
-    """reference() on a float64 copy of the model (the same parameters, buffers and, from the RNG state the caller
-    set, dropout masks), fed the batch in float64."""
+    """step_reference() on a float64 copy of the model (the same parameters, buffers and, from the RNG state the
+    caller set, dropout masks), fed the batch in float64."""
     twin = copy.deepcopy(model).double()
-    x, target, labels = batch
-    return reference(losses(twin, (x.double(), target.double(), labels)), twin)
+    x, target, labels, step = batch
+    return step_reference(losses(twin, (x.double(), target.double(), labels, step)), twin)
 
 
 def assert_matches_each(stats: dict, expected: dict, where: str) -> None:
@@ -325,6 +372,6 @@ def test_huge_float32_norms_against_float64_autograd(tmp_path, seed):
         assert_matches_each(record["grad"], expected, f"architecture {seed}, huge, step {step}")
     model, losses, weights = huge_setup(seed)
     torch.manual_seed(30_000 + 7 * seed)
-    stats = recorded_step(model, losses(model, batches(seed)[0]), weights)
+    stats, _ = recorded_step(model, losses(model, batches(seed)[0]), weights)
     assert_matches_each(stats, monitored["expected"][0], f"architecture {seed}, huge, profile")
     assert all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in model.parameters()), seed

@@ -26,12 +26,15 @@ class Dominance:
 def dominance(run: RunData, threshold: float) -> Dominance:
     """Shares of the median weighted gradient norms, over the terms that reach shared parameters.
 
-    Medians over the whole recorded window, not the first steps: norms move fast early in training.
+    Medians over the whole recorded window, not the first steps: norms move fast early in training. A term's
+    median is over the steps on which it reached shared parameters (an auxiliary head detached for a warm-up
+    counts from its first step on the trunk), and each step's shares are among the terms that reached them then.
     """
     balanced = [k for k, t in enumerate(run.terms) if t in run.shared_terms]
     weighted = np.abs(run.weights) * run.norms
-    grad_norms = {t: finite_median(run.norms[:, k]) for k, t in enumerate(run.terms)}
-    weighted_norms = {t: finite_median(weighted[:, k]) for k, t in enumerate(run.terms)}
+    steps = run.share_steps
+    grad_norms = {t: finite_median(run.norms[steps[:, k], k]) for k, t in enumerate(run.terms)}
+    weighted_norms = {t: finite_median(weighted[steps[:, k], k]) for k, t in enumerate(run.terms)}
     total = sum(weighted_norms[run.terms[k]] for k in balanced)
     shares = {t: 0.0 for t in run.terms}
     if balanced and math.isfinite(total) and total > 0:
@@ -49,7 +52,7 @@ def dominance(run: RunData, threshold: float) -> Dominance:
         dominant = leader if shares[leader] > threshold else None
     series = np.full_like(weighted, np.nan)
     if balanced:
-        sub = weighted[:, balanced]
+        sub = np.where(run.on_shared[:, balanced], weighted[:, balanced], 0.0)
         with np.errstate(all="ignore"):
             series[:, balanced] = sub / sub.sum(axis=1, keepdims=True)
     return Dominance(grad_norms, weighted_norms, shares, ratio, dominant, threshold, series)

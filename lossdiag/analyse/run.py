@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lossdiag.record.schema import valid
+from lossdiag.record.schema import LAYOUT, LAYOUT_FIELDS, valid
 
 
 def _number(value: Any) -> float:
@@ -65,6 +65,7 @@ class RunData:
     weights: np.ndarray
     gram: np.ndarray
     layers: dict[str, np.ndarray]
+    reach: np.ndarray
     nonfinite: list[tuple[int, list[str]]]
     extra: dict[str, list[dict]]
     ended: bool
@@ -73,9 +74,22 @@ class RunData:
 
     @functools.cached_property
     def shared_terms(self) -> list[str]:
-        """Terms whose graph reaches at least one shared parameter."""
+        """Terms whose graph reaches at least one shared parameter on some recorded step."""
         counts = self.meta.get("term_shared_parameters", {})
         return [t for t in self.terms if counts.get(t, 0) > 0]
+
+    @functools.cached_property
+    def on_shared(self) -> np.ndarray:
+        """Whether each of the shared terms reached a shared parameter on each recorded step (steps x terms);
+        False throughout for the other terms."""
+        return self.reach & np.isin(self.terms, self.shared_terms)
+
+    @functools.cached_property
+    def share_steps(self) -> np.ndarray:
+        """The recorded steps each term's medians on shared parameters are taken over (steps x terms): those on
+        which it reached them, or every one for a term that reached them on none (its norm there is 0, as for a
+        term that leaves the trunk before a proxy scope's layer)."""
+        return self.on_shared | ~self.on_shared.any(axis=0)
 
     @property
     def config(self) -> dict:
@@ -83,13 +97,16 @@ class RunData:
 
 
 def parse(records: Sequence[dict], torn: bool = False) -> RunData:
-    """Turn a list of records into RunData; the first record must be the run's header."""
+    """Turn a list of records into RunData; the first record must be the run's header, whose description of the
+    shared parameters the last 'layout' record replaces (every parameter shared on some recorded step)."""
     records, invalid = valid(records)
     records, repaired = in_step_order(records)
-    meta = records[0]
+    layouts = [record for record in records[1:] if record.get("kind") == LAYOUT]
+    meta = {**records[0], **{key: layouts[-1][key] for key in LAYOUT_FIELDS}} if layouts else records[0]
     terms = list(meta["terms"])
+    everywhere = [meta.get("term_shared_parameters", {}).get(t, 0) > 0 for t in terms]
     loss_steps, losses = [], []
-    grad_steps, norms, norms_all, weights, grams = [], [], [], [], []
+    grad_steps, norms, norms_all, weights, grams, reach = [], [], [], [], [], []
     modules = list(meta.get("shared_modules", []))
     layers: dict[str, list[list[float]]] = {m: [] for m in modules}
     nonfinite: list[tuple[int, list[str]]] = []
@@ -109,11 +126,15 @@ def parse(records: Sequence[dict], torn: bool = False) -> RunData:
                 norms_all.append([_number(grad["norms_all"].get(t)) for t in terms])
                 weights.append([_number(grad["weights"].get(t)) for t in terms])
                 grams.append([[_number(v) for v in row] for row in grad["gram"]])
+                counts = grad.get("term_shared_parameters")
+                reach.append(everywhere if counts is None else [counts.get(t, 0) > 0 for t in terms])
                 for m in modules:
                     row = grad.get("layers", {}).get(m, {})
                     layers[m].append([_number(row.get(t)) for t in terms])
         elif kind == "end":
             ended = True
+        elif kind == LAYOUT:
+            continue
         else:
             extra.setdefault(str(kind), []).append(record)
     count = len(terms)
@@ -124,6 +145,7 @@ def parse(records: Sequence[dict], torn: bool = False) -> RunData:
         norms_all=reshape(norms_all, count), weights=reshape(weights, count),
         gram=np.array(grams, dtype=float).reshape(-1, count, count),
         layers={m: reshape(rows, count) for m, rows in layers.items()},
+        reach=np.array(reach, dtype=bool).reshape(-1, count),
         nonfinite=nonfinite, extra=extra, ended=ended, torn=torn, repairs=tuple(invalid + repaired),
     )
 

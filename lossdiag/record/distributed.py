@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from lossdiag.errors import SpecError
-from lossdiag.record.gradients import TermGrads
+from lossdiag.record.gradients import TermGrads, reach
 from lossdiag.record.scopes import REPRESENTATION, Measurement, Scope
 from lossdiag.record.shared import Layout, discover, graph_nodes
 
@@ -97,17 +97,21 @@ class Ranks:
         self._reducing.extend(self._waiting)
         self._waiting = []
 
-    def average_grads(self, grads: TermGrads, layout: Layout) -> TermGrads:
-        """Every term's gradient on every parameter it reaches on any rank, averaged over the ranks in one
-        collective (zeros where a rank's term did not reach a parameter)."""
-        keys = [(term, i) for term in grads for i in layout.reached.get(term, ())]
-        local = [grads[term].get(i) for term, i in keys]
-        tensors = [torch.zeros_like(layout.parameters[i]) if g is None else g for (_, i), g in zip(keys, local)]
-        averaged = self._all_reduce(tensors)
+    def average_grads(self, grads: TermGrads, names: Sequence[str], parameters: Sequence[torch.nn.Parameter]
+                      ) -> tuple[TermGrads, Layout]:
+        """Every term's gradient on every candidate parameter, averaged over the ranks in one collective (zeros
+        where a rank's term did not reach a parameter), with which parameters each term reached on any rank: the
+        step's layout, so that a parameter first reached on a later step (routing to a new expert) is measured."""
+        keys = [(term, i) for term in grads for i in range(len(parameters))]
+        reached = torch.tensor([[float(i in grads[term]) for i in range(len(parameters))] for term in grads])
+        tensors = [grads[term][i] if i in grads[term] else _zeros(parameters[i]) for term, i in keys]
+        *averaged, anywhere = self._all_reduce([*tensors, reached.reshape(len(grads), len(parameters))])
+        anywhere = anywhere.real if anywhere.is_complex() else anywhere
         result: TermGrads = {term: {} for term in grads}
-        for (term, i), value in zip(keys, averaged):
-            result[term][i] = value
-        return result
+        for (term, i), value, flag in zip(keys, averaged, anywhere.reshape(-1).tolist()):
+            if flag > 0:
+                result[term][i] = value
+        return result, reach(result, names, parameters)
 
     def defer(self, measurement: Measurement, terms: int, device: torch.device) -> Measurement:
         """A representation capture, whose partial Gram matrix is summed over the ranks at the next collective;
@@ -125,16 +129,18 @@ class Ranks:
             self._all_reduce([])
 
     def _all_reduce(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """One all_reduce of `tensors` and the riders, flattened into one buffer; the tensors' averages are
+        """One all_reduce of `tensors` and the riders, copied into one buffer; the tensors' averages are
         returned as views of it, the riders are overwritten with theirs."""
         riders, self._riders = self._riders, []
         dtype = _buffer_dtype(tensors)
         device = tensors[0].device if tensors else riders[0].device
-        parts = [t.reshape(-1).to(dtype) for t in [*tensors, *riders]]
-        flat = torch.cat(parts) if parts else torch.zeros(0, dtype=dtype, device=device)
+        parts = [*tensors, *riders]
+        flat = torch.empty(sum(part.numel() for part in parts), dtype=dtype, device=device)
+        pieces = flat.split([part.numel() for part in parts])
+        for part, piece in zip(parts, pieces):
+            piece.view(part.shape).copy_(part)
         dist.all_reduce(flat)
         flat.div_(self.size)
-        pieces = flat.split([p.numel() for p in parts])
         for rider, piece in zip(riders, pieces[len(tensors):]):
             rider.copy_(piece.view(rider.shape))
         for capture in self._reducing:
@@ -184,6 +190,11 @@ def _unsharded_twins(model: torch.nn.Module) -> dict[int, int]:
             if unsharded is not None:
                 twins[id(param.sharded_param)] = id(unsharded)
     return twins
+
+
+def _zeros(parameter: torch.nn.Parameter) -> torch.Tensor:
+    """A zero gradient for the parameter, as an expanded view of one element (copied into the buffer as zeros)."""
+    return parameter.new_zeros(()).expand(parameter.shape)
 
 
 def _buffer_dtype(tensors: Sequence[torch.Tensor]) -> torch.dtype:

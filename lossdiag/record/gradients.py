@@ -53,18 +53,22 @@ def reach(grads: TermGrads, names: Sequence[str], parameters: Sequence[torch.nn.
     return Layout(tuple(names), tuple(parameters), reached, shared)
 
 
-def recorded_step(model: torch.nn.Module, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> dict:
+def recorded_step(model: torch.nn.Module, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]
+                  ) -> tuple[dict, Layout]:
     """The profile's recorded step: each term's gradient, their statistics, and the update total.backward()
-    would give, set on .grad, from the same gradients (K backward passes, none for the total)."""
+    would give, set on .grad, from the same gradients (K backward passes, none for the total); and the step's
+    layout, which parameters each term reached."""
     names, parameters = trainable_parameters(model)
     grads = term_gradients(terms, parameters, guard=BufferGuard(model, keep_first=True))
-    stats = shared_statistics(grads, reach(grads, names, parameters))
+    layout = reach(grads, names, parameters)
+    stats = shared_statistics(grads, layout)
     apply_update(grads, weights, parameters)
-    return stats
+    return stats, layout
 
 
 def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
-    """The K x K Gram matrix of the terms' gradients on shared parameters, per-module norms, and full norms.
+    """The K x K Gram matrix of the terms' gradients on shared parameters, per-module norms, full norms, and how
+    many of this step's shared parameters each term reaches.
 
     One parameter at a time, in pieces of at most CHUNK_ELEMENTS (no flattened copy of the model is ever made,
     so a recorded step holds little more than the K gradients): products of complex gradients are the real part
@@ -105,11 +109,13 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
                         for k, name in enumerate(names)]
     full_squares = (torch.stack(unshared_squares) * squares + gram.diagonal()) if names else gram[0]
     gram_rows, layer_rows, full_rows = gram.tolist(), layer_squares.sqrt().tolist(), full_squares.sqrt().tolist()
+    reaching = layout.term_shared_counts
     return {
         "norms": {name: _sqrt(gram_rows[k][k]) for k, name in enumerate(names)},
         "norms_all": dict(zip(names, full_rows)),
         "gram": gram_rows,
         "layers": {module: dict(zip(names, layer_rows[m])) for m, module in enumerate(modules)},
+        "term_shared_parameters": {name: reaching.get(name, 0) for name in names},
     }
 
 

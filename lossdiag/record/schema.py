@@ -62,15 +62,20 @@ def shared(value: Any) -> bool:
 
 def grad(value: Any) -> bool:
     return (isinstance(value, dict) and all(mapping(number)(value.get(key)) for key in ("norms", "norms_all", "weights"))
-            and listing(listing(number))(value.get("gram")) and mapping(mapping(number))(value.get("layers", {})))
+            and listing(listing(number))(value.get("gram")) and mapping(mapping(number))(value.get("layers", {}))
+            and mapping(count)(value.get("term_shared_parameters", {})))
 
+
+LAYOUT = "layout"
+LAYOUT_FIELDS: dict[str, Rule] = {"shared_parameters": shared, "shared_modules": listing(text),
+                                  "term_parameters": mapping(count), "term_shared_parameters": mapping(count)}
+"""What the header says about the shared parameters; a 'layout' record says it again when a later step grew it."""
 
 FIELDS: dict[str, dict[str, Rule]] = {
     "meta": {"terms": terms, "weights": mapping(real), "lossdiag_version": text, "torch_version": text,
              "source": text, "scope": text, "scope_note": optional(text), "config": mapping(anything),
-             "shared_parameters": shared, "shared_modules": listing(text), "term_parameters": mapping(count),
-             "term_shared_parameters": mapping(count), "purpose": text, "note": text, "nonfinite_updates": text,
-             "schedule": mapping(anything)},
+             **LAYOUT_FIELDS, "purpose": text, "note": text, "nonfinite_updates": text, "schedule": mapping(anything)},
+    LAYOUT: LAYOUT_FIELDS,
     "step": {"loss": mapping(number), "nonfinite": listing(text), "grad": grad},
     "end": {"steps": count},
     "check": {"term": text, "status": lambda value: value in CHECK_STATUSES,
@@ -80,7 +85,7 @@ FIELDS: dict[str, dict[str, Rule]] = {
               "nonfinite_steps": optional(count), "start_window": optional(count), "end_window": optional(count)},
     "refine": {"weights": mapping(number), "dominance": mapping(number), "suggested": mapping(number)},
 }
-REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), "check": ("term", "status"),
+REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), LAYOUT: tuple(LAYOUT_FIELDS), "check": ("term", "status"),
             "refine": ("weights", "dominance", "suggested")}
 SWEEP_FIELDS: dict[str, dict[str, Rule]] = {
     "sweep": {"terms": terms, "weights": mapping(real), "suggested": mapping(real), "lossdiag_version": text,

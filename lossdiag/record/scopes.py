@@ -3,7 +3,7 @@ layer, or the gradient with respect to a shared representation (both proxies, la
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Optional, Protocol
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
 import torch
 
@@ -50,7 +50,8 @@ class Measured:
 class Scope:
     """Every trainable parameter two or more terms reach: exact, K extra backward passes on a recorded step.
 
-    `average`, set by a Monitor under DDP, averages the terms' gradients across ranks before the statistics.
+    `average`, set by a Monitor under DDP, averages the terms' gradients across ranks before the statistics and
+    gives the step's layout joined over the ranks.
     """
 
     name = ALL
@@ -60,7 +61,9 @@ class Scope:
         self.model = model
         self.layout: Optional[Layout] = None
         self.measured: Optional[Layout] = None
-        self.average: Optional[Callable[[TermGrads, Layout], TermGrads]] = None
+        self.average: Optional[Callable[[TermGrads, Sequence[str], Sequence[torch.nn.Parameter]],
+                                        tuple[TermGrads, Layout]]] = None
+        self._grown = False
 
     def bind(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> None:
         """Describe what is measured from the layout of the first call's graphs; refuse graphs whose per-term
@@ -70,6 +73,20 @@ class Scope:
             raise SpecError(f"Monitor(scope={self.name!r}): {problem}")
         self.layout = layout
         self.measured = self.select(layout, terms)
+
+    def follow(self, layout: Layout) -> None:
+        """Join a recorded step's layout into what the scope describes: every parameter shared on some step."""
+        self.layout = self.measured = self._joined(self.measured, layout)
+
+    def _joined(self, described: Layout, layout: Layout) -> Layout:
+        joined = described.union(layout, [name for name, _ in self.model.named_parameters()])
+        self._grown = self._grown or joined is not described
+        return joined
+
+    def grown(self) -> Optional[dict]:
+        """The scope's description when a recorded step since the last call reached what it did not describe."""
+        grown, self._grown = self._grown, False
+        return self.describe() if grown else None
 
     def select(self, layout: Layout, terms: Mapping[str, torch.Tensor]) -> Layout:
         """The parameters this scope measures: every shared one."""
@@ -93,18 +110,16 @@ class Scope:
 
     def measure(self, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Measurement:
         """Each term's gradient on the parameters it reaches in this step's graph, keeping the graph for the
-        user's backward and the buffers as that backward expects them. Under DDP, every rank averages the
-        gradients of the layout joined over the ranks at the first call, so the collective matches on all."""
-        guard = BufferGuard(self.model)
+        user's backward and the buffers as that backward expects them. Under DDP, every rank averages every
+        term's gradient on every candidate parameter (the same on all ranks), so the collective matches on all
+        and a parameter first reached on any rank at a later step is measured."""
+        names, parameters = self.candidates()
+        grads = term_gradients(terms, parameters, keep_graph=True, guard=BufferGuard(self.model))
         if self.average is None:
-            names, parameters = self.candidates()
-            grads = term_gradients(terms, parameters, keep_graph=True, guard=guard)
             layout = reach(grads, names, parameters)
         else:
-            layout = self.measured
-            wanted = sorted({i for indices in layout.reached.values() for i in indices})
-            local = term_gradients(terms, [layout.parameters[i] for i in wanted], keep_graph=True, guard=guard)
-            grads = self.average({t: {wanted[j]: g for j, g in g_t.items()} for t, g_t in local.items()}, layout)
+            grads, layout = self.average(grads, names, parameters)
+        self.follow(layout)
         stats = shared_statistics(grads, layout)
         unmeasured = [t for t in terms if not grads[t]]
         if self.proxy:
@@ -137,6 +152,10 @@ class LastLayerScope(Scope):
         keep = tuple(i for i in layout.shared if module_of(layout.names[i]) == self.module)
         reached = {t: tuple(i for i in indices if i in keep) for t, indices in layout.reached.items()}
         return Layout(layout.names, layout.parameters, reached, keep)
+
+    def follow(self, layout: Layout) -> None:
+        """Join a recorded step's layout, on the last shared layer only, into what the scope describes."""
+        self.measured = self._joined(self.measured, layout)
 
     def candidates(self) -> tuple[tuple[str, ...], tuple[torch.nn.Parameter, ...]]:
         names, parameters = trainable_parameters(self.model)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Sequence
 
 import torch
+
+from lossdiag.record.schema import LAYOUT
 
 
 def graph_nodes(*terms: torch.Tensor) -> Iterator[torch.autograd.graph.Node]:
@@ -129,6 +131,31 @@ class Layout:
     def shared_modules(self) -> list[str]:
         return list(dict.fromkeys(module_of(self.names[i]) for i in self.shared))
 
+    @property
+    def term_shared_counts(self) -> dict[str, int]:
+        """How many of the shared parameters each term reaches."""
+        shared = set(self.shared)
+        return {term: sum(1 for i in indices if i in shared) for term, indices in self.reached.items()}
+
+    def union(self, other: "Layout", order: Sequence[str]) -> "Layout":
+        """The parameters either layout reaches, by name and in `order` (the model's parameter names): each term's
+        reach joined, shared where either shares. This layout itself when the other adds nothing to it."""
+        mine, theirs = self._reached_names(), other._reached_names()
+        reached = {term: mine.get(term, set()) | theirs.get(term, set()) for term in {**mine, **theirs}}
+        shared = set(self.shared_names) | set(other.shared_names)
+        if reached == mine and shared == set(self.shared_names):
+            return self
+        parameters = {**dict(zip(self.names, self.parameters)), **dict(zip(other.names, other.parameters))}
+        position = {name: k for k, name in enumerate(order)}
+        names = tuple(sorted(parameters, key=lambda name: position.get(name, len(position))))
+        index = {name: i for i, name in enumerate(names)}
+        return Layout(names, tuple(parameters[name] for name in names),
+                      {term: tuple(sorted(index[name] for name in found)) for term, found in reached.items()},
+                      tuple(sorted(index[name] for name in shared)))
+
+    def _reached_names(self) -> dict[str, set[str]]:
+        return {term: {self.names[i] for i in indices} for term, indices in self.reached.items()}
+
     def describe(self) -> dict:
         """Plain data for the records' header and summary.json."""
         return {
@@ -136,8 +163,7 @@ class Layout:
                                   "names": self.shared_names},
             "shared_modules": self.shared_modules,
             "term_parameters": {term: len(indices) for term, indices in self.reached.items()},
-            "term_shared_parameters": {term: sum(1 for i in indices if i in set(self.shared))
-                                       for term, indices in self.reached.items()},
+            "term_shared_parameters": self.term_shared_counts,
         }
 
 
@@ -154,3 +180,9 @@ def discover(model: torch.nn.Module, terms: Mapping[str, torch.Tensor]) -> Layou
             counts[i] += 1
     shared = tuple(i for i, count in enumerate(counts) if count >= 2)
     return Layout(tuple(n for n, _ in named), tuple(p for _, p in named), reached, shared)
+
+
+def layout_record(step: int, description: dict) -> dict:
+    """The record written when a recorded step reaches a parameter the header (or an earlier such record) did not
+    describe: a reader takes the last one's description in place of the header's."""
+    return {"kind": LAYOUT, "step": step, **description}

@@ -455,7 +455,7 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
         "term supplies, per recorded step. A band thicker than the dashed threshold drowns the others.",
         (lambda: share_area(run.grad_steps, series, terms, diagnosis.dominance.threshold)) if has_shares else None,
         "fewer than two terms have a usable gradient on shared parameters")
-    shared_norms = np.where(np.isin(np.arange(len(terms)), shared), run.norms, np.nan)
+    shared_norms = np.where(run.on_shared, run.norms, np.nan)
     add("grad_norms", "Gradient norms", "Each term's unweighted gradient norm on the shared parameters, on a log "
         "axis. Norms orders of magnitude apart need weights orders of magnitude apart to balance.",
         (lambda: grad_norms(run.grad_steps, shared_norms, terms)) if has_grads else None, no_grads)
