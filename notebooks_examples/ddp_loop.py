@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 import torch
 import torch.distributed as dist
@@ -103,5 +104,20 @@ def main() -> None:
     dist.destroy_process_group()
 
 
+def leave() -> None:
+    """End this rank without Python's interpreter teardown, which can abort it.
+
+    DistributedDataParallel keeps gloo's process group, and its worker threads, alive after
+    destroy_process_group (torch 2.13). A worker that drops the last reference to a tensor Python created takes
+    the GIL; while Python finalizes, that thread is ended by pthread_exit inside a C++ frame that cannot unwind,
+    and the rank dies by SIGABRT ("terminate called without an active exception"), more often on a loaded
+    machine. Everything the rank writes is closed by now; its output is flushed first.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 if __name__ == "__main__":
     main()
+    leave()
