@@ -4,7 +4,7 @@ from __future__ import annotations
 import functools
 import math
 from collections import Counter
-from typing import Iterator, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -72,51 +72,84 @@ def shared_statistics(grads: TermGrads, layout: Layout) -> dict:
 
     One parameter at a time, in pieces of at most CHUNK_ELEMENTS (no flattened copy of the model is ever made,
     so a recorded step holds little more than the K gradients): products of complex gradients are the real part
-    of <g_a, conj(g_b)>, each term's gradients are divided by its scale (term_scales) before they are multiplied,
-    low-precision ones in float32, and the sum over pieces and parameters is taken in float64 before the scales
-    are multiplied back, so that a float32 norm past 1.8e19 (whose square passes 3.4e38) or below 1e-19 (whose
-    square is 0) is measured as it is.
+    of <g_a, conj(g_b)>, low-precision ones are taken in float32, and the sum over pieces and parameters in
+    float64. The squares are taken as they are first (fast); where a term's sum of squares is not finite or
+    below its underflow bound (a float32 norm past 1.8e19 squares past 3.4e38, one below 1e-19 squares to 0),
+    everything is taken again with that term's gradients divided by its scale (term_scales), so the term is
+    read as it is, at the cost of a second pass on the steps that need one.
     """
     names = list(grads)
-    count = len(names)
     device = layout.parameters[0].device if layout.parameters else torch.device("cpu")
-    scales = term_scales([list(grads[name].values()) for name in names], device)
-    columns = {dtype: scales.to(dtype).unsqueeze(1) for dtype in (torch.float32, torch.float64)}
-    gram = torch.zeros(count, count, dtype=torch.float64, device=device)
-    modules = layout.shared_modules
-    module_index = {module: m for m, module in enumerate(modules)}
-    layer_squares = torch.zeros(len(modules), count, dtype=torch.float64, device=device)
-    shared = set(layout.shared)
-    for i in layout.shared:
-        present = [k for k, name in enumerate(names) if i in grads[name]]
-        if not present:
-            continue
-        module = module_index[module_of(layout.names[i])]
-        divisors = columns[_working_dtype(grads[names[present[0]]][i].dtype)]
-        if len(present) == count:
-            block = gram_block([grads[name][i] for name in names], divisors)
-            gram += block
-            layer_squares[module] += block.diagonal()
-        else:
-            where = torch.tensor(present, device=device)
-            block = gram_block([grads[names[k]][i] for k in present], divisors[where])
-            gram[where.unsqueeze(1), where] += block
-            layer_squares[module, where] += block.diagonal()
-    squares = scales.square()
-    gram *= torch.outer(scales, scales)
-    layer_squares *= squares
-    unshared_squares = [_sum_of_squares([g for i, g in grads[name].items() if i not in shared], scales[k], device)
-                        for k, name in enumerate(names)]
-    full_squares = (torch.stack(unshared_squares) * squares + gram.diagonal()) if names else gram[0]
+    gram, layer_squares, full_squares = _squares(grads, layout, device)
+    suspect = [k for k, (name, value) in enumerate(zip(names, full_squares.tolist()))
+               if not (math.isfinite(value) and value >= _underflow_bound(grads[name].values()))]
+    if suspect:
+        scales = torch.ones(len(names), dtype=torch.float64, device=device)
+        scales[suspect] = term_scales([list(grads[names[k]].values()) for k in suspect], device)
+        if bool((scales != 1).any()):
+            gram, layer_squares, full_squares = _squares(grads, layout, device, scales)
     gram_rows, layer_rows, full_rows = gram.tolist(), layer_squares.sqrt().tolist(), full_squares.sqrt().tolist()
     reaching = layout.term_shared_counts
     return {
         "norms": {name: _sqrt(gram_rows[k][k]) for k, name in enumerate(names)},
         "norms_all": dict(zip(names, full_rows)),
         "gram": gram_rows,
-        "layers": {module: dict(zip(names, layer_rows[m])) for m, module in enumerate(modules)},
+        "layers": {module: dict(zip(names, layer_rows[m])) for m, module in enumerate(layout.shared_modules)},
         "term_shared_parameters": {name: reaching.get(name, 0) for name in names},
     }
+
+
+def _squares(grads: TermGrads, layout: Layout, device: torch.device,
+             scales: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The float64 Gram matrix on shared parameters, squared norms per (shared module, term) and each term's
+    squared norm on every parameter it reaches; with `scales` (one per term), each term's gradients are divided
+    by its scale before they are multiplied and the scales multiplied back after the sums."""
+    names = list(grads)
+    count = len(names)
+    columns = ({dtype: scales.to(dtype).unsqueeze(1) for dtype in (torch.float32, torch.float64)}
+               if scales is not None else None)
+    gram = torch.zeros(count, count, dtype=torch.float64, device=device)
+    module_index = {module: m for m, module in enumerate(layout.shared_modules)}
+    layer_squares = torch.zeros(len(module_index), count, dtype=torch.float64, device=device)
+    shared = set(layout.shared)
+    for i in layout.shared:
+        present = [k for k, name in enumerate(names) if i in grads[name]]
+        if not present:
+            continue
+        module = module_index[module_of(layout.names[i])]
+        divisors = columns[_working_dtype(grads[names[present[0]]][i].dtype)] if columns else None
+        if len(present) == count:
+            block = gram_block([grads[name][i] for name in names], divisors)
+            gram += block
+            layer_squares[module] += block.diagonal()
+        else:
+            where = torch.tensor(present, device=device)
+            block = gram_block([grads[names[k]][i] for k in present],
+                               divisors[where] if divisors is not None else None)
+            gram[where.unsqueeze(1), where] += block
+            layer_squares[module, where] += block.diagonal()
+    unshared_squares = [_sum_of_squares([g for i, g in grads[name].items() if i not in shared],
+                                        scales[k] if scales is not None else None, device)
+                        for k, name in enumerate(names)]
+    if scales is not None:
+        gram *= torch.outer(scales, scales)
+        layer_squares *= scales.square()
+        unshared_squares = [value * scale for value, scale in zip(unshared_squares, scales.square())]
+    full_squares = (torch.stack(unshared_squares) + gram.diagonal()) if names else gram[0]
+    return gram, layer_squares, full_squares
+
+
+UNDERFLOW_BOUND = {dtype: torch.finfo(dtype).tiny / torch.finfo(dtype).eps for dtype in (torch.float32, torch.float64)}
+"""Per gradient element, by working dtype, the least sum of squares trusted without scaling (float32: 9.9e-32,
+float64: 1.0e-292). A product that underflows loses at most half the dtype's smallest subnormal, tiny * eps, so n
+elements lose at most n * tiny * eps: at or above n * tiny / eps, that is eps**2 of the sum, below its rounding."""
+
+
+def _underflow_bound(gradients: Iterable[torch.Tensor]) -> float:
+    """The least sum of squares of these gradients that underflow cannot have changed (UNDERFLOW_BOUND per
+    element, a complex element counting as two)."""
+    return sum(g.numel() * (2 if g.is_complex() else 1) * UNDERFLOW_BOUND[_working_dtype(g.dtype)]
+               for g in gradients)
 
 
 def term_scales(gradients: Sequence[Sequence[torch.Tensor]], device: torch.device) -> torch.Tensor:
@@ -133,19 +166,22 @@ def term_scales(gradients: Sequence[Sequence[torch.Tensor]], device: torch.devic
 def powers_of_two(largest: torch.Tensor) -> torch.Tensor:
     """The power of two at or below each value (which divides exactly and, for a value in a dtype's range, is in
     that range too: 2**127 for float32's largest), 1 for a value that is 0 or not finite."""
-    exponents = torch.frexp(largest.nan_to_num(1.0, 1.0, 1.0)).exponent
+    usable = torch.isfinite(largest) & (largest > 0)
+    exponents = torch.frexp(torch.where(usable, largest, 1.0)).exponent
     return torch.pow(2.0, exponents.double() - 1)
 
 
-def gram_block(gradients: Sequence[torch.Tensor], divisors: torch.Tensor) -> torch.Tensor:
-    """The float64 matrix of the real dot products between gradients of one parameter, each divided by its
-    term's scale (`divisors`, a column in the working dtype), piece by piece: no product overflows or underflows
-    in the working dtype."""
+def gram_block(gradients: Sequence[torch.Tensor], divisors: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The float64 matrix of the real dot products between gradients of one parameter, piece by piece; with
+    `divisors` (a column in the working dtype), each divided by its term's scale first, so that no product
+    overflows or underflows in the working dtype."""
     real = [_as_real(g) for g in gradients]
     dtype = _working_dtype(real[0].dtype)
     block = torch.zeros(len(real), len(real), dtype=torch.float64, device=real[0].device)
     for pieces in zip(*(_pieces(g, CHUNK_ELEMENTS // len(real)) for g in real)):
-        rows = torch.stack([piece.to(dtype) for piece in pieces]).div_(divisors)
+        rows = torch.stack([piece.to(dtype) for piece in pieces])
+        if divisors is not None:
+            rows.div_(divisors)
         block += (rows @ rows.T).double()
     return block
 
@@ -175,11 +211,19 @@ def _pieces(gradient: torch.Tensor, limit: int) -> Iterator[torch.Tensor]:
         yield gradient[start:start + step].reshape(-1)
 
 
-def _sum_of_squares(gradients: list[torch.Tensor], scale: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """The sum of the squares of the gradients divided by `scale`, in float64, in pieces of at most CHUNK_ELEMENTS
-    (small gradients joined into one piece, large ones split)."""
+def _sum_of_squares(gradients: list[torch.Tensor], scale: Optional[torch.Tensor],
+                    device: torch.device) -> torch.Tensor:
+    """The sum of the gradients' squares in float64. Without `scale`, from their norms in one fused call (taken in
+    float32 for low-precision gradients); with it, of the gradients divided by `scale`, in pieces of at most
+    CHUNK_ELEMENTS (small gradients joined into one piece, large ones split)."""
     total = torch.zeros((), dtype=torch.float64, device=device)
-    for piece in _joined_pieces([_as_real(g) for g in gradients]):
+    real = [_as_real(g) for g in gradients]
+    if scale is None:
+        for dtype in dict.fromkeys(g.dtype for g in real):
+            norms = torch._foreach_norm([g for g in real if g.dtype == dtype], 2, dtype=_working_dtype(dtype))
+            total += torch.stack(norms).double().square().sum()
+        return total
+    for piece in _joined_pieces(real):
         piece.div_(scale.to(piece.dtype))
         total += piece.dot(piece).double()
     return total
