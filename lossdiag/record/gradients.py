@@ -154,7 +154,8 @@ def _underflow_bound(gradients: Iterable[torch.Tensor]) -> float:
 
 def term_scales(gradients: Sequence[Sequence[torch.Tensor]], device: torch.device) -> torch.Tensor:
     """Per term, the power of two at or below the largest |element| of its gradients, in float64 (1 for a term
-    with none, or whose largest element is not finite, so that its products stay inf or NaN)."""
+    with none, whose gradients are all 0, or whose largest element is not finite, so that its products stay inf
+    or NaN)."""
     largest = []
     for term in gradients:
         ends = [end for g in term if g.numel() for end in torch.aminmax(_as_real(g))]
