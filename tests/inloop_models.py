@@ -67,8 +67,9 @@ def lightning_trainer(tmp_path: Path, steps: int, callbacks: list, **options: An
 
 
 def hf_trainer(spec: ModelSpec, tmp_path: Path, steps: int, lossdiag: Optional[dict] = None,
-               plain: bool = False) -> Any:
-    """A Hugging Face Trainer over the model file's module, its batches in order (one batch per item), its losses."""
+               plain: bool = False, schedule: str = "constant", own_optimizer: bool = False) -> Any:
+    """A Hugging Face Trainer over the model file's module, its batches in order (one batch per item), its losses;
+    the model file's optimizer, or with `own_optimizer` the Trainer's (AdamW)."""
     import transformers
 
     from lossdiag.integrations.transformers import LossDiagTrainer
@@ -86,13 +87,15 @@ def hf_trainer(spec: ModelSpec, tmp_path: Path, steps: int, lossdiag: Optional[d
             return torch.utils.data.SequentialSampler(self.train_dataset)
 
         def create_optimizer(self, model=None):
+            if own_optimizer:
+                return super().create_optimizer(model)
             if self.optimizer is None:
                 self.optimizer = spec.make_optimizer((model or self.model).parameters())
             return self.optimizer
 
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "hf"), max_steps=steps, per_device_train_batch_size=1, save_strategy="no",
-        use_cpu=True, disable_tqdm=True, seed=0, report_to=[], logging_strategy="no", lr_scheduler_type="constant",
+        use_cpu=True, disable_tqdm=True, seed=0, report_to=[], logging_strategy="no", lr_scheduler_type=schedule,
         remove_unused_columns=False)
     extra = {} if plain else {"lossdiag": lossdiag or {}}
     return FromModelFile(model=spec.build_model(), args=args, train_dataset=[{"batch": b} for b in spec.batches()],

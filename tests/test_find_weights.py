@@ -97,3 +97,10 @@ def test_find_weights_leaves_the_fit_bitwise_what_it_is_without_it(tmp_path, tra
     found, found_rng = train(tmp_path / "found", find=True)
     assert_bitwise(found, plain)
     assert torch.equal(found_rng, plain_rng)
+
+
+def test_find_weights_after_a_schedule_that_ends_at_zero_says_so_in_one_line(tmp_path):
+    trainer = hf_trainer(spec_of(), tmp_path, 6, schedule="linear", own_optimizer=True)
+    trainer.train()
+    with pytest.raises(lossdiag.SpecError, match="learning rate is 0 .* call find_weights before training"):
+        in_transformers.find_weights(trainer, **QUICK)

@@ -56,19 +56,12 @@ class TermCapture:
 
 def same_optimizer(live: torch.optim.Optimizer, live_model: torch.nn.Module,
                    model: torch.nn.Module) -> torch.optim.Optimizer:
-    """An optimizer of `live`'s class over `model`'s parameters (a copy of `live_model`), in the same groups, with
-    the same hyperparameters and state: the optimizer's snapshot."""
-    index = {id(p): k for k, p in enumerate(live_model.parameters())}
-    mine = list(model.parameters())
-    groups = []
-    for group in live.param_groups:
-        if any(id(p) not in index for p in group["params"]):
-            raise SpecError("find_weights: the optimizer holds parameters that are not the model's")
-        groups.append({**{k: v for k, v in group.items() if k != "params"},
-                       "params": [mine[index[id(p)]] for p in group["params"]]})
-    clone = type(live)(groups, **live.defaults)
-    clone.load_state_dict(copy.deepcopy(live.state_dict()))
-    return clone
+    """A deep copy of `live` whose parameters are `model`'s (a copy of `live_model`): the same class, groups,
+    hyperparameters and state, the optimizer's snapshot."""
+    ours = {id(p): q for p, q in zip(live_model.parameters(), model.parameters())}
+    if any(id(p) not in ours for group in live.param_groups for p in group["params"]):
+        raise SpecError("find_weights: the optimizer holds parameters that are not the model's")
+    return copy.deepcopy(live, memo=dict(ours))
 
 
 @dataclasses.dataclass
@@ -100,7 +93,11 @@ def find(snapshot: Snapshot, options: Mapping[str, Any], progress: Optional[bool
         return capture.take(snapshot.source)
 
     def make_optimizer(params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-        return snapshot.make_optimizer(built[-1])
+        optimizer = snapshot.make_optimizer(built[-1])
+        if all(group.get("lr", 1.0) == 0 for group in optimizer.param_groups):
+            raise SpecError("find_weights: the optimizer's learning rate is 0 (its schedule has ended), so no run "
+                            "from this state can train; call find_weights before training, or between fits")
+        return optimizer
 
     with preserved_rng():
         pristine = copy.deepcopy(snapshot.module, {id(getattr(snapshot.module, "lossdiag", None)): None})
