@@ -4,14 +4,20 @@ dtype, and neither is mistaken for a non-finite or a zero gradient."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
+from click.testing import CliRunner
+from matplotlib.figure import Figure
 
 import lossdiag
 from lossdiag import Monitor
+from cli_helpers import model_file
+from lossdiag.cli import main
 from lossdiag.record.stream import read_records
+from lossdiag.report.figures import drawn_figure
 from reference import flat_term_gradients, gram, relative_error
 
 TOLERANCE = 1e-6
@@ -97,3 +103,74 @@ def test_profile_steps_on_a_float32_gradient_norm_of_1e25():
     assert not [r for r in result.records if r.get("kind") == "nonfinite-update"]
     assert all(steps[k + 1]["loss"]["plain"] != steps[k]["loss"]["plain"] for k in range(3))
     assert not {"non-finite", "zero-grad"} & {f["code"] for f in result.summary["findings"]}
+
+
+class TwoTerms(nn.Module):
+    """A shared trunk and two float32 heads; 'huge' scaled so its gradient norm is ~1e17 times the other's."""
+
+    def __init__(self, huge: float) -> None:
+        super().__init__()
+        self.trunk, self.head_a, self.head_b = nn.Linear(8, 16), nn.Linear(16, 2), nn.Linear(16, 2)
+        self.huge = huge
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h = torch.tanh(self.trunk(x))
+        return {"huge": self.huge * self.head_a(h).pow(2).mean(), "plain": (self.head_b(h) - 1).pow(2).mean()}
+
+
+HUGE_TERM_MODEL = """
+    HUGE = 1e19
+
+    def losses(model, x):
+        out = model(x)
+        return {"a": HUGE * out[:, 0].pow(2).mean(), "b": (out[:, 1] - 1).pow(2).mean()}
+"""
+
+
+def assert_every_figure_drawn(folder: Path) -> None:
+    page = (folder / "report.html").read_text()
+    assert (folder / "summary.json").is_file() and (folder / "alpha.png").is_file()
+    assert "could not be drawn" not in page
+
+
+def test_a_monitor_with_a_norm_ratio_past_1e16_writes_its_report_and_every_figure(tmp_path):
+    """Regression: the alpha figure's logit axis reached 1 - 1e-20 == 1.0 and matplotlib raised LinAlgError out of
+    Monitor.close(), with no summary or report written; `lossdiag report` on the records failed the same way."""
+    torch.manual_seed(0)
+    model = TwoTerms(1e19)
+    monitor = Monitor(model, out=tmp_path, every=1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    for seed in range(3):
+        optimizer.zero_grad()
+        monitor.combine(model(batch(seed))).backward()
+        optimizer.step()
+    summary = monitor.close()
+    norms = summary["per_term"]
+    assert norms["huge"]["grad_norm"] / norms["plain"]["grad_norm"] > 1e16
+    assert summary["suggested_alpha"] < 1e-15
+    assert_every_figure_drawn(tmp_path)
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.stderr
+    assert_every_figure_drawn(tmp_path)
+
+
+def test_the_profile_with_a_norm_ratio_past_1e16_writes_its_report_and_every_figure(tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["profile", str(model_file(tmp_path, HUGE_TERM_MODEL)), "--steps", "4",
+                                       "--no-checks", "--no-verify", "--out", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert_every_figure_drawn(out)
+
+
+def test_a_figure_matplotlib_cannot_draw_is_left_out_with_the_reason():
+    """Any figure that fails to draw becomes a note on the page (here the logit axis the alpha figure once used,
+    reaching 1e-20), never an error that loses the summary and the report."""
+    def unreachable_logit_axis() -> Figure:
+        ax = Figure().add_subplot()
+        ax.set_xscale("logit")
+        ax.plot([1e-20, 0.5, 1 - 1e-15], [0.0, 0.5, 1.0])
+        ax.axhline(0.5)
+        return ax.get_figure()
+
+    figure = drawn_figure("alpha", "Alpha curve", "caption", unreachable_logit_axis)
+    assert figure.png is None and figure.note == "could not be drawn: LinAlgError: Singular matrix"

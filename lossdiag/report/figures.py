@@ -259,6 +259,9 @@ def check_curves(curves: Sequence[CheckCurve], ax: Optional[Sequence[Axes]] = No
     return panels[0].get_figure(root=True)
 
 
+ALPHA_EDGE = 1e-15  # the logit axis spans ALPHA_EDGE..1 - ALPHA_EDGE: matplotlib cannot draw one reaching further
+
+
 def _alpha_ticks(ax: Axes, smallest: float) -> None:
     """At most about nine labelled ticks on a logit axis: 1e-k, 0.5 and 1 - 1e-k."""
     decades = max(1, int(math.floor(-math.log10(smallest))))
@@ -274,12 +277,17 @@ def _alpha_ticks(ax: Axes, smallest: float) -> None:
 def alpha_curve(alphas: np.ndarray, first_share: np.ndarray, suggested: float, current: float,
                 terms: Sequence[str], threshold: float, low: Optional[np.ndarray] = None,
                 high: Optional[np.ndarray] = None, ax: Optional[Axes] = None) -> Figure:
-    """Predicted share of the first term against alpha (logit axis: logarithmic near 0 and near 1).
+    """Predicted share of the first term against alpha (logit axis: logarithmic near 0 and near 1), drawn between
+    ALPHA_EDGE and 1 - ALPHA_EDGE however far apart the two norms are (a suggestion beyond is named, not marked).
 
     The suggestion is marked with a dot on the curve, the way Lightning's lr_find marks its learning rate.
     """
     ax = _axes(ax, WIDE)
     alphas, first_share = np.asarray(alphas, dtype=float), np.asarray(first_share, dtype=float)
+    drawable = (alphas >= ALPHA_EDGE) & (1 - alphas >= ALPHA_EDGE)
+    alphas, first_share = alphas[drawable], first_share[drawable]
+    if low is not None and high is not None:
+        low, high = np.asarray(low, dtype=float)[drawable], np.asarray(high, dtype=float)[drawable]
     first, second = label(terms[0], 28), label(terms[1], 28)
     ax.set_xscale("logit")
     ax.axhspan(threshold, 1.0, facecolor="none", hatch="///", edgecolor="#bbbbbb", linewidth=0)
@@ -293,6 +301,10 @@ def alpha_curve(alphas: np.ndarray, first_share: np.ndarray, suggested: float, c
     logits = np.log(alphas / (1 - alphas))
     for alpha, colour, marker, name in ((current, CURRENT, "s", "current"), (suggested, SUGGESTED, "o", "suggested")):
         if not 0.0 < alpha < 1.0:
+            continue
+        if not (alpha >= ALPHA_EDGE and 1 - alpha >= ALPHA_EDGE):
+            ax.plot([], [], marker=marker, color=colour, linestyle="none",
+                    label=f"{name} alpha = {alpha:.4g} (off the axis)")
             continue
         share = float(np.interp(math.log(alpha / (1 - alpha)), logits, first_share))
         ax.axvline(alpha, color=colour, linestyle="--" if name == "suggested" else ":", linewidth=1.0)
@@ -402,6 +414,16 @@ def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
     return buffer.getvalue()
 
 
+def drawn_figure(name: str, title: str, caption: str, draw: Callable[[], Figure], dpi: int = DPI) -> ReportFigure:
+    """The figure `draw` makes as a PNG, or, when drawing it fails, the figure left out with the error as its note:
+    a figure that cannot be drawn never costs the run its summary or its report."""
+    try:
+        return ReportFigure(name, title, caption, png_bytes(draw(), dpi))
+    except Exception as exc:  # matplotlib raises many kinds on extreme data (LinAlgError, OverflowError, ValueError)
+        reason = " ".join(str(exc).split())[:160]
+        return ReportFigure(name, title, caption, note=f"could not be drawn: {type(exc).__name__}: {reason}")
+
+
 def _nan_floats(values: Sequence[Optional[float]]) -> np.ndarray:
     return np.array([math.nan if v is None else v for v in values], dtype=float)
 
@@ -442,7 +464,7 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     draws: dict[str, Callable[[], Figure]] = {}
 
     def add(name: str, title: str, caption: str, draw: Optional[Callable[[], Figure]], note: str = "") -> None:
-        figures.append(ReportFigure(name, title, caption, png_bytes(draw())) if draw is not None
+        figures.append(drawn_figure(name, title, caption, draw) if draw is not None
                        else ReportFigure(name, title, caption, note=note))
         if draw is not None:
             draws[name] = draw
@@ -513,5 +535,6 @@ def within_budget(figures: list[ReportFigure], draws: Mapping[str, Callable[[], 
         index = max(shrinkable, key=lambda i: len(figures[i].png))
         name = figures[index].name
         dpis[name] = max(MIN_DPI, int(dpis[name] * 0.8))
-        figures[index] = dataclasses.replace(figures[index], png=png_bytes(draws[name](), dpis[name]))
+        figure = figures[index]
+        figures[index] = drawn_figure(name, figure.title, figure.caption, draws[name], dpis[name])
     return figures

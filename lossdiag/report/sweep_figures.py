@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from lossdiag.report.figures import CURRENT, FONT, SUGGESTED, ReportFigure, _finish, _legend, label, png_bytes, style
+from lossdiag.report.figures import CURRENT, FONT, SUGGESTED, ReportFigure, _finish, _legend, drawn_figure, label, style
 from lossdiag.report.sweep_terminal import alpha_text
 from lossdiag.sweep.records import SweepData
 
@@ -158,4 +158,4 @@ def sweep_figures(data: SweepData) -> list[ReportFigure]:
                "the weights in force.")
     if not data.points:
         return [ReportFigure("sweep", title, caption, note="no point finished")]
-    return [ReportFigure("sweep", title, caption, png_bytes(sweep_figure(data)))]
+    return [drawn_figure("sweep", title, caption, lambda: sweep_figure(data))]
