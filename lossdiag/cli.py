@@ -36,9 +36,16 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
-def _interrupted() -> None:
-    """Ctrl-C: one line and exit 130, importing nothing (torch may be half-imported)."""
-    say_interrupted()
+def _interrupted(exc: BaseException | None = None) -> None:
+    """Ctrl-C: one line, naming where the run kept its records if it did, and exit 130; importing nothing when
+    there is nothing to name (torch may be half-imported)."""
+    notes = getattr(exc, "__notes__", ())
+    if notes:
+        from lossdiag.report.terminal import safe
+
+        say_interrupted(safe("; ".join(notes)))
+    else:
+        say_interrupted()
     sys.exit(EXIT_INTERRUPTED)
 
 
@@ -70,8 +77,8 @@ def guarded(command: Callable) -> Callable:
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
             _exit(exc, f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE, debug)
-        except KeyboardInterrupt:
-            _interrupted()
+        except KeyboardInterrupt as exc:
+            _interrupted(exc)
         except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
             _exit(exc, f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
                   EXIT_INTERNAL, debug)

@@ -9,14 +9,15 @@ EXIT_INTERRUPTED = 130
 MESSAGE = "lossdiag: error: interrupted\n"
 
 
-def say_interrupted() -> None:
-    """Write the one line, importing nothing: a Ctrl-C during an import can leave a module (torch) half-imported."""
+def say_interrupted(notes: str = "") -> None:
+    """Write the one line, with `notes` (where a run kept its records) after it, importing nothing: a Ctrl-C
+    during an import can leave a module (torch) half-imported."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         sys.stdout.flush()
     except (OSError, ValueError):
         pass
-    sys.stderr.write(MESSAGE)
+    sys.stderr.write(MESSAGE if not notes else f"{MESSAGE.rstrip()}; {notes}\n")
     sys.stderr.flush()
 
 

@@ -218,6 +218,28 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path, when):
     assert not (tmp_path / "out").exists()
 
 
+SLOW_TRAINING = ("def before_call(call):\n    if call == 6:\n        Path(__file__).with_name('training').touch()\n"
+                 "        time.sleep(60)\n")
+
+
+def test_ctrl_c_during_training_names_the_kept_records_in_its_one_line(tmp_path):
+    """SIGINT at the sixth step: exit 130 and one line that says where the records streamed so far are kept, as a
+    failure at that step says."""
+    model, out = model_file(tmp_path, SLOW_TRAINING), tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "lossdiag", "profile", str(model), *QUICK, "--steps", "12",
+                              "--out", str(out)], env=ENV, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (tmp_path / "training").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=60)
+    kept = next(out.glob("lossdiag-unfinished-*/records.jsonl"))
+    assert child.returncode == 130, (child.returncode, stderr[-2000:])
+    assert stderr.strip().splitlines() == [f"lossdiag: error: interrupted; the records streamed so far are kept in "
+                                           f"{kept} (lossdiag report {kept.parent} builds their page)"], stderr[-2000:]
+
+
 LONG_NAMES = ["reconstruction_loss_of_the_decoder_on_the_held_in_batches_" + tail for tail in ("a1x", "b2x")]
 MIDDLE_NAMES = ["reconstruction_loss_of_the_" + middle + "_decoder_on_the_held_in_batches_x" for middle in "ab"]
 
