@@ -22,6 +22,29 @@ CHECK_IGNORES = ("steps", "every", "refine", "no_checks")
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
 
 
+class WholeNumber(click.ParamType):
+    """click's integer, refusing a number too long for any option in a short line that echoes a cut value."""
+
+    name = "integer"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> int:
+        if isinstance(value, int):
+            return value
+        from lossdiag.config import oversized_number
+        from lossdiag.report.terminal import term_text
+
+        text = str(value).strip()
+        if oversized_number(text):
+            self.fail(oversized_number(text), param, ctx)
+        try:
+            return int(text)
+        except ValueError:
+            self.fail(f"{term_text(text, 40)!r} is not a valid integer", param, ctx)
+
+
+WHOLE_NUMBER = WholeNumber()
+
+
 def exit_code(summary: dict, strict: bool) -> int:
     """0 without errors (and, with --strict, without warnings); 1 otherwise."""
     severities = {f["severity"] for f in summary["findings"]}
@@ -89,12 +112,12 @@ def guarded(command: Callable) -> Callable:
 def run_options(command: Callable) -> Callable:
     """The options `profile` and `check` share; only those given on the command line override YAML."""
     options = [
-        click.option("--steps", type=int, default=None, help="Training steps to profile [200]."),
-        click.option("--check-steps", type=int, default=None, help="Steps of each single-term check [100]."),
-        click.option("--every", type=int, default=None, help="Record per-term gradients every N steps [1]."),
+        click.option("--steps", type=WHOLE_NUMBER, default=None, help="Training steps to profile [200]."),
+        click.option("--check-steps", type=WHOLE_NUMBER, default=None, help="Steps of each single-term check [100]."),
+        click.option("--every", type=WHOLE_NUMBER, default=None, help="Record per-term gradients every N steps [1]."),
         click.option("--out", type=click.Path(file_okay=False), default=None,
                      help=f"Output folder [./{DEFAULT_OUT}]."),
-        click.option("--refine", type=int, default=None, help="Re-profile N times under the suggestion [0]."),
+        click.option("--refine", type=WHOLE_NUMBER, default=None, help="Re-profile N times under the suggestion [0]."),
         click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda)."),
         click.option("--weights", default=None,
                      help="Weights to profile with: name=0.5,other=0.5 (the terms not named keep the model file's)."),
@@ -102,7 +125,7 @@ def run_options(command: Callable) -> Callable:
                      help="Share of the shared gradient each term should hold: name=0.7,other=0.3 [equal]."),
         click.option("--no-verify", is_flag=True, default=None,
                      help="Skip the run that verifies a recommendation from the same start."),
-        click.option("--seed", type=int, default=None, help="Seed set before each run [0]."),
+        click.option("--seed", type=WHOLE_NUMBER, default=None, help="Seed set before each run [0]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="YAML options (default: lossdiag.yaml beside the model file)."),
         click.option("--no-checks", is_flag=True, default=None, help="Skip the single-term checks."),
@@ -262,16 +285,16 @@ def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
 
 @main.command()
 @click.argument("model_py", type=click.Path(dir_okay=False))
-@click.option("--points", type=int, default=None, help="Points of the grid [9].")
-@click.option("--sweep-steps", type=int, default=None, help="Training steps of each point [200].")
+@click.option("--points", type=WHOLE_NUMBER, default=None, help="Points of the grid [9].")
+@click.option("--sweep-steps", type=WHOLE_NUMBER, default=None, help="Training steps of each point [200].")
 @click.option("--metric", default=None, help="Choose the point by this metric of validate(model).")
-@click.option("--jobs", type=int, default=None, help="Points trained at once, in processes [every core].")
-@click.option("--steps", type=int, default=None, help="Steps of the profile that centres the grid [200].")
-@click.option("--every", type=int, default=None, help="Record per-term gradients every N steps [1].")
+@click.option("--jobs", type=WHOLE_NUMBER, default=None, help="Points trained at once, in processes [every core].")
+@click.option("--steps", type=WHOLE_NUMBER, default=None, help="Steps of the profile that centres the grid [200].")
+@click.option("--every", type=WHOLE_NUMBER, default=None, help="Record per-term gradients every N steps [1].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help=f"Output folder [./{DEFAULT_SWEEP_OUT}].")
 @click.option("--weights", default=None, help="Weights in force: name=0.5,other=0.5.")
-@click.option("--seed", type=int, default=None, help="Seed set before each run [0].")
+@click.option("--seed", type=WHOLE_NUMBER, default=None, help="Seed set before each run [0].")
 @click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="YAML options (default: lossdiag.yaml beside the model file).")

@@ -256,6 +256,14 @@ MAX_CONFIG_NODES = 2000
 MAX_NUMBER_CHARS = 100
 
 
+def oversized_number(text: str) -> str:
+    """Why `text` is refused as a number before it is read ('' when it is not): past MAX_NUMBER_CHARS digits no
+    option takes it, and Python's int() of 4300 digits or more raises a message of its own."""
+    if len(text) > MAX_NUMBER_CHARS and text.lstrip("+-").replace("_", "").isdigit():
+        return f"a number of {len(text):,} digits is larger than any option takes"
+    return ""
+
+
 @functools.lru_cache(maxsize=None)
 def _loader() -> type:
     """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
@@ -292,10 +300,8 @@ def _bounded_events(text: str, path: Path) -> None:
                 raise SpecError(f"{path}: the config nests deeper than {MAX_CONFIG_DEPTH} levels")
         elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
             depth -= 1
-        if (isinstance(event, yaml.ScalarEvent) and event.style is None and len(event.value) > MAX_NUMBER_CHARS
-                and event.value.lstrip("+-").replace("_", "").isdigit()):
-            raise SpecError(f"{path}: line {event.start_mark.line + 1}: a number of {len(event.value):,} digits is "
-                            f"larger than any option takes")
+        if isinstance(event, yaml.ScalarEvent) and event.style is None and oversized_number(event.value):
+            raise SpecError(f"{path}: line {event.start_mark.line + 1}: {oversized_number(event.value)}")
         if isinstance(event, yaml.NodeEvent):
             nodes += 1
             if nodes > MAX_CONFIG_NODES:

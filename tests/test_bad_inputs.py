@@ -61,17 +61,20 @@ OPTION_CASES = {
     "out-empty": (["--out", ""], "'out' must name a folder, got ''"),
     "target-unknown-term": (["--target", "a=0.5,c=0.5"], "target_shares name unknown term 'c'"),
     "all-weights-zero": (["--weights", "a=0,b=0"], "every weight is 0, so no term would be trained"),
+    "5000-digit-seed": (["--seed", "9" * 5000], "'--seed': a number of 5,000 digits is larger than any option takes"),
+    "5000-letter-seed": (["--seed", "x" * 5000], "'--seed': 'xxxxxxxxxxxxxxxxx…", "' is not a valid integer"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(OPTION_CASES))
 def test_a_bad_option_is_one_line_and_writes_nothing(tmp_path, monkeypatch, case):
-    options, expected = OPTION_CASES[case]
+    options, *expected = OPTION_CASES[case]
     monkeypatch.chdir(tmp_path)
     model = model_file(tmp_path)
     out = [] if "--out" in options else ["--out", tmp_path / "out"]
     code, _, stderr = invoke("profile", model, *QUICK, *options, *out)
-    assert_one_line(code, stderr, expected)
+    assert_one_line(code, stderr, *expected)
+    assert len(stderr) < 300, stderr[:400]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.py"]
 
 
