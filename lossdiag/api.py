@@ -13,7 +13,7 @@ from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
 from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
-from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state, start_training
+from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state, start_training, with_model_targets
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.outputs import Staging, keep_records, publish, write_outputs
@@ -85,8 +85,7 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     with config.out, records stream into a staging folder inside it, swapped in with the report only when the run
     succeeds (kept and named if it fails)."""
     ensure_steps(config)
-    if config.target_shares is None and spec.target_shares:
-        config = dataclasses.replace(config, target_shares=dict(spec.target_shares))
+    config = with_model_targets(spec, config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
     staging: Optional[Staging] = None
     writer = None

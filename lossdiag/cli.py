@@ -1,6 +1,7 @@
 """The command line (CONTRACT section 2): parse, call the library, render, map the verdict to an exit code."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -147,7 +148,7 @@ def _resolve(model_py: str, config_file: str | None, given: dict, default_out: s
         raise SpecError(f"{config_file}: no such config file")
     cli_options = {k: v for k, v in given.items() if v is not None}
     config = load(Path(config_file) if config_file else None, Path(model_py), cli_options)
-    return config if config.out else config.__class__(**{**config.to_dict(), "out": default_out})
+    return config if config.out else dataclasses.replace(config, out=default_out)
 
 
 def _run_and_render(runner: Callable, model_py: str, config_file: str | None, given: dict) -> None:

@@ -50,13 +50,17 @@ class Config:
     max_cost: float = 0.1
     min_gain: float = 0.05
     main: typing.Optional[typing.List[str]] = None
+    origins: typing.Dict[str, str] = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    """Where each option given was set (a YAML file, a command-line flag, a Monitor argument), for error messages;
+    not an option itself."""
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as plain data, for summary.json and the report."""
-        return dataclasses.asdict(self)
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "origins"}
 
 
-FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "origins"}
+CLI_FLAGS = {"target_shares": "--target", "config_file": "--config"}
 _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
@@ -238,8 +242,15 @@ def _unknown_key_error(key: str, source: str) -> SpecError:
     return SpecError(f"{where}unknown option '{key}'{hint}")
 
 
-def resolve(overrides: Mapping[str, Any], base: Config | None = None, source: str = "") -> Config:
-    """Overlay options on a config, rejecting unknown keys (with the closest valid name) and wrong types."""
+def cli_flag(name: str) -> str:
+    """The command-line flag that sets option `name`."""
+    return CLI_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+def resolve(overrides: Mapping[str, Any], base: Config | None = None, source: str = "",
+            origin: typing.Callable[[str], str] | None = None) -> Config:
+    """Overlay options on a config, rejecting unknown keys (with the closest valid name) and wrong types; each
+    option set is noted as coming from `origin(name)`, else from `source`."""
     base = base or Config()
     checked = {}
     for key, value in overrides.items():
@@ -247,7 +258,13 @@ def resolve(overrides: Mapping[str, Any], base: Config | None = None, source: st
         if name not in FIELDS:
             raise _unknown_key_error(str(key), source)
         checked[name] = _check_value(name, value, source)
-    return dataclasses.replace(base, **checked)
+    origins = {name: origin(name) if origin is not None else source for name in checked}
+    return dataclasses.replace(base, **checked, origins={**base.origins, **origins})
+
+
+def origin_of(config: Config, name: str, fallback: str) -> str:
+    """Where option `name` of `config` was set, or `fallback` (the model file) when no option set it."""
+    return config.origins.get(name) or fallback
 
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -347,7 +364,7 @@ def load(config_path: Path | None, model_path: Path | None, cli_options: Mapping
     config = Config()
     if config_path is not None:
         config = resolve(read_yaml(config_path), config, source=str(config_path))
-    config = resolve(cli_options, config, source="")
+    config = resolve(cli_options, config, source="", origin=cli_flag)
     if config.device is not None:
         check_device(config.device, "" if "device" in cli_options else f"{config_path}: ")
     return config

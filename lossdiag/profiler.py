@@ -7,7 +7,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from lossdiag.config import Config, check_known_terms
+from lossdiag.config import Config, check_known_terms, origin_of
 from lossdiag.errors import SpecError
 from lossdiag.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
@@ -15,6 +15,14 @@ from lossdiag.record.shared import Layout, discover, layout_record, measurabilit
 from lossdiag.record.stream import RecordWriter, run_header
 from lossdiag.rng import seed_everything
 from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
+
+
+def with_model_targets(spec: ModelSpec, config: Config) -> Config:
+    """The config with the model file's target_shares where neither YAML nor the command line gave any, so that
+    every run (profile, sweep) checks and uses the same targets."""
+    if config.target_shares is None and spec.target_shares:
+        return dataclasses.replace(config, target_shares=dict(spec.target_shares))
+    return config
 
 
 def resolve_weights(spec: ModelSpec, terms: list[str], override: Optional[Mapping[str, float]]) -> dict[str, float]:
@@ -94,7 +102,8 @@ class TrainingRun:
             if names is None:
                 names = list(terms)
                 weights = resolve_weights(self.spec, names, self.weights_override)
-                check_known_terms(self.config.target_shares or {}, names, "target_shares", self.spec.source)
+                check_known_terms(self.config.target_shares or {}, names, "target_shares",
+                                  origin_of(self.config, "target_shares", self.spec.source))
                 layout = discover(model, terms)
                 problem = measurability_problem(terms, layout)
                 if problem is not None:

@@ -59,7 +59,7 @@ def test_an_optimizer_lossdiag_cannot_step_is_refused_in_one_line(tmp_path, case
 OPTION_CASES = {
     "device-meta": (["--device", "meta"], "'device' 'meta' holds shapes but no values"),
     "out-empty": (["--out", ""], "'out' must name a folder, got ''"),
-    "target-unknown-term": (["--target", "a=0.5,c=0.5"], "target_shares name unknown term 'c'"),
+    "target-unknown-term": (["--target", "a=0.5,c=0.5"], "error: --target: target_shares name unknown term 'c'"),
     "all-weights-zero": (["--weights", "a=0,b=0"], "every weight is 0, so no term would be trained"),
     "5000-digit-seed": (["--seed", "9" * 5000], "'--seed': a number of 5,000 digits is larger than any option takes"),
     "5000-letter-seed": (["--seed", "x" * 5000], "'--seed': 'xxxxxxxxxxxxxxxxx…", "' is not a valid integer"),
@@ -107,6 +107,21 @@ def test_a_config_lossdiag_cannot_read_faithfully_is_one_line(tmp_path, case):
     (tmp_path / "lossdiag.yaml").write_text(text)
     code, _, stderr = invoke("profile", model_file(tmp_path), "--no-checks", "--out", tmp_path / "out")
     assert_one_line(code, stderr, "lossdiag.yaml", expected)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["profile", "sweep"])
+@pytest.mark.parametrize("given_in", ["model file", "YAML"])
+def test_target_shares_naming_an_unknown_term_are_refused_naming_where_they_were_given(tmp_path, command, given_in):
+    """The profile and the sweep refuse the same targets the same way, blaming the file that holds them."""
+    targets = "target_shares = {'a': 0.5, 'zzz': 0.5}\n"
+    model = model_file(tmp_path, targets if given_in == "model file" else "")
+    if given_in == "YAML":
+        (tmp_path / "lossdiag.yaml").write_text("target_shares: {a: 0.5, zzz: 0.5}\n")
+    source = model if given_in == "model file" else tmp_path / "lossdiag.yaml"
+    options = QUICK if command == "profile" else ["--steps", "4", "--points", "2", "--sweep-steps", "2", "--jobs", "1"]
+    code, _, stderr = invoke(command, model, *options, "--out", tmp_path / "out")
+    assert_one_line(code, stderr, f"error: {source}: target_shares name unknown term 'zzz'")
     assert not (tmp_path / "out").exists()
 
 
@@ -179,6 +194,7 @@ def test_report_on_crafted_sweep_records_escapes_them_and_drops_points_of_the_wr
                                          "(the first: its 'alpha' has the wrong type)"]
     assert "damaged records: 1 record" in stdout
     assert "<strong>Damaged records:</strong> 1 record" in (folder / "sweep.html").read_text()
+    assert "ended early" not in stdout and "ended early" not in (folder / "sweep.html").read_text()
 
 
 def test_a_sweep_header_of_the_wrong_type_refuses_the_folder_in_one_line(fixtures, tmp_path):

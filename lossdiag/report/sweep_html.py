@@ -16,7 +16,7 @@ from lossdiag.report.sweep_terminal import context_line, paste_lines, points_tab
 def _header(sweep: dict) -> str:
     meta = f"{esc(sweep['source'])} · {len(sweep['terms'])} terms · {esc(context_line(sweep))}"
     parts = [_tag("h1", "lossdiag sweep"), _tag("p", meta, "ld-meta")]
-    if not sweep["complete"]:
+    if sweep["ended_early"]:
         parts.append(_tag("p", f"<strong>This sweep ended early:</strong> {len(sweep['points'])} of "
                                f"{sweep['planned_points']} points finished (killed or crashed). Everything below "
                                "covers the points that finished.", "ld-banner"))

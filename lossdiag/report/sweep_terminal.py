@@ -92,7 +92,7 @@ def render_sweep(sweep: dict, model_path: Optional[str] = None, out: Optional[st
     """The whole sweep summary as text."""
     lines = [f"lossdiag {sweep['lossdiag_version']} · {safe(sweep['source'])} · sweep · {len(sweep['terms'])} terms",
              context_line(sweep)]
-    if not sweep["complete"]:
+    if sweep["ended_early"]:
         lines.append("the sweep ended early (killed or crashed): this covers the points that finished")
     lines += [f"damaged records: {repair}" for repair in sweep.get("record_repairs", [])]
     lines += ["", safe(verdict(sweep)), ""]

@@ -77,4 +77,5 @@ class SweepData:
                 "metric": self.metric, "probe": meta["probe"], "alone": self.alone, "points": points,
                 "pareto": self.pareto, "recommended": self.choice.index, "criterion": self.choice.criterion,
                 "planned_points": self.planned, "complete": self.ended and len(self.points) == self.planned,
+                "ended_early": not self.ended and len(self.points) < self.planned,
                 **({"record_repairs": list(self.repairs)} if self.repairs else {})}

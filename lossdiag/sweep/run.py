@@ -18,7 +18,7 @@ import torch
 from lossdiag._version import __version__
 from lossdiag.config import Config
 from lossdiag.diagnose import diagnose
-from lossdiag.profiler import TrainingRun, ensure_steps, initial_state, start_training
+from lossdiag.profiler import TrainingRun, ensure_steps, initial_state, start_training, with_model_targets
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RecordWriter
 from lossdiag.rng import preserved_rng
@@ -72,6 +72,7 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
     estimate (default: printed above the progress bar, so on a terminal only).
     """
     ensure_steps(config)
+    config = with_model_targets(spec, config)
     enabled = sys.stderr.isatty() if progress is None else progress
     writer: Optional[RecordWriter] = None
     records: list[dict] = []
