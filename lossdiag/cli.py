@@ -232,6 +232,7 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     Works on a finished profile, a Monitor run, or a run that was killed (a torn last line is skipped).
     Exits 0 once the page is written, whatever it finds.
     """
+    from lossdiag.config import check_out_folder
     from lossdiag.diagnose import diagnose
     from lossdiag.record.stream import RECORDS, read_records
     from lossdiag.report.outputs import REPORT, write_outputs
@@ -242,7 +243,7 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     path = folder / RECORDS
     if not folder.is_dir():
         raise SpecError(f"{run_dir}: no such folder")
-    target = Path(out) if out else folder
+    target = Path(check_out_folder(out)) if out is not None else folder
     if _rebuild_sweep(folder, target, debug) and not path.is_file():
         return
     if not path.is_file():

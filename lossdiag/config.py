@@ -97,8 +97,8 @@ def _check_value(name: str, value: Any, source: str) -> Any:
     elif expected is str:
         if not isinstance(value, str):
             raise SpecError(f"{where}'{name}' must be a string, got {value!r}")
-        if name == "out" and not value.strip():
-            raise SpecError(f"{where}'out' must name a folder, got {value!r}")
+        if name == "out":
+            check_out_folder(value, where)
     elif name == "main":
         return parse_main(value, f"{where}'main'")
     else:
@@ -120,6 +120,13 @@ def _check_value(name: str, value: Any, source: str) -> Any:
         raise SpecError(f"{where}'{name}' must be between 0 and 1, got {value!r}")
     if name in _COSINE and not -1.0 < value < 0.0:
         raise SpecError(f"{where}'{name}' must be between -1 and 0, got {value!r}")
+    return value
+
+
+def check_out_folder(value: str, where: str = "") -> str:
+    """An output folder's name, refused when blank (it would write into the current folder or the input's)."""
+    if not value.strip():
+        raise SpecError(f"{where}'out' must name a folder, got {value!r}")
     return value
 
 

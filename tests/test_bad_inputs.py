@@ -88,6 +88,18 @@ def test_a_refused_rerun_leaves_the_earlier_outputs_as_they_were(tmp_path):
     assert listing(tmp_path / "out") == before and [p.name for p in (tmp_path / "out").iterdir() if p.is_dir()] == []
 
 
+@pytest.mark.parametrize("command", ["report", "profile", "sweep"])
+def test_an_empty_out_is_refused_by_every_command_alike(tmp_path, command):
+    model = model_file(tmp_path)
+    code, _, stderr = invoke("profile", model, *QUICK, "--out", tmp_path / "run")
+    assert code == 0, stderr
+    before = listing(tmp_path / "run")
+    target = tmp_path / "run" if command == "report" else model
+    code, _, stderr = invoke(command, target, "--out", "")
+    assert_one_line(code, stderr, "'out' must name a folder, got ''")
+    assert listing(tmp_path / "run") == before
+
+
 def test_sweep_refuses_too_many_points_before_any_work(tmp_path):
     code, _, stderr = invoke("sweep", model_file(tmp_path), "--points", "100000000", "--out", tmp_path / "out")
     assert_one_line(code, stderr, f"'points' must be at most {MAX_POINTS}", "got 100000000")
