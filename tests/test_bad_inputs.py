@@ -207,6 +207,8 @@ def test_report_on_crafted_sweep_records_escapes_them_and_drops_points_of_the_wr
     assert "damaged records: 1 record" in stdout
     assert "<strong>Damaged records:</strong> 1 record" in (folder / "sweep.html").read_text()
     assert "ended early" not in stdout and "ended early" not in (folder / "sweep.html").read_text()
+    header = next(line for line in stdout.splitlines() if line.lstrip().startswith("point "))
+    assert header.split()[-2:] == ["score", "marks"], header
 
 
 def test_a_sweep_header_of_the_wrong_type_refuses_the_folder_in_one_line(fixtures, tmp_path):
@@ -269,6 +271,15 @@ def test_ctrl_c_during_training_names_the_kept_records_in_its_one_line(tmp_path)
     assert child.returncode == 130, (child.returncode, stderr[-2000:])
     assert stderr.strip().splitlines() == [f"lossdiag: error: interrupted; the records streamed so far are kept in "
                                            f"{kept} (lossdiag report {kept.parent} builds their page)"], stderr[-2000:]
+
+
+def test_a_skipped_check_of_a_name_needing_escapes_quotes_it_once(tmp_path):
+    model = model_file(tmp_path, r'NAMES = ["x\ny", "plain"]' + "\n")
+    code, stdout, stderr = invoke("profile", model, "--steps", "4", "--check-steps", "2", "--no-verify",
+                                  "--out", tmp_path / "out")
+    assert code in (0, 1), stderr
+    assert '  "x\\ny" skipped: ' in stdout and "'plain' skipped: " in stdout, stdout
+    assert "'\"" not in stdout, stdout
 
 
 LONG_NAMES = ["reconstruction_loss_of_the_decoder_on_the_held_in_batches_" + tail for tail in ("a1x", "b2x")]

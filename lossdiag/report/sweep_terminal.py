@@ -67,7 +67,7 @@ def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the points table: name, weights, each term's progress, metrics, score, marks."""
     terms = sweep["terms"]
     metrics = list(next((p["metrics"] for p in sweep["points"] if p.get("metrics")), {}) or {})
-    header = ["point", "weights", *(f"{term_text(t)} progress" for t in terms), *map(safe, metrics), "score", ""]
+    header = ["point", "weights", *(f"{term_text(t)} progress" for t in terms), *map(safe, metrics), "score", "marks"]
     rows = []
     for k, point in enumerate(sweep["points"]):
         marks = ["recommended"] if k == sweep["recommended"] else []

@@ -32,6 +32,13 @@ def term_text(name: Any, limit: Optional[int] = None) -> str:
     return f"{text[:(kept + 1) // 2]}…{text[len(text) - kept // 2:]}{digest}"
 
 
+def quoted_term(name: Any) -> str:
+    """A term name quoted once inside a sentence: in single quotes, unless term_text already wrote it in double
+    quotes with escapes."""
+    text = term_text(name)
+    return text if text.startswith('"') else f"'{text}'"
+
+
 def plain(lines: list[str]) -> str:
     """Lines as terminal text with every control character shown, not obeyed, whatever they interpolate."""
     return "".join(safe(line) + "\n" for line in "\n".join(lines).split("\n"))
@@ -182,7 +189,7 @@ def checks_lines(summary: dict) -> list[str]:
         lines.append(f"starved: after as many steps under the weights in force, its drop is at most "
                      f"{number(config.get('starved_ratio'))} times an alone drop of at least "
                      f"{percent(config.get('starved_min_drop'))}")
-    lines += [f"  '{term_text(c['term'])}' skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
+    lines += [f"  {quoted_term(c['term'])} skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
     return lines
 
 
