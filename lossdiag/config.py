@@ -60,7 +60,7 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "origins"}
-CLI_FLAGS = {"target_shares": "--target", "config_file": "--config"}
+CLI_FLAGS = {"target_shares": "--target"}
 _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
