@@ -5,7 +5,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from lossdiag.advise.probe import Probe, draw_probe
+from lossdiag.advise.probe import Probe, evaluation_probe
 from lossdiag.advise.runs import run_record, train_under
 from lossdiag.advise.shares import term_shares
 from lossdiag.analyse.run import parse
@@ -18,11 +18,12 @@ from lossdiag.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.outputs import Staging, keep_records, publish, write_outputs
 from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec, compute_terms, load_model_file, spec_from_objects, to_device
+from lossdiag.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.summary import build_summary
 
 
 
+EXPECTED_CANDIDATES = 4
 ONE_TERM = ("one term: there is nothing to balance, so only the gradient sanity and single-term checks ran "
             "(as `lossdiag check`)")
 
@@ -92,7 +93,9 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     try:
         with preserved_rng():
             start = initial_state(spec, config)
-            if count_terms(spec, config, start) < 2:
+            names = term_names(spec, config, start)
+            check_main(spec, config.main, names)
+            if len(names) < 2:
                 return run_check(spec, config, progress, ONE_TERM)
             staging = Staging(config.out) if config.out else None
             writer = RecordWriter(staging.path / RECORDS) if staging is not None else None
@@ -125,10 +128,11 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     return result
 
 
-def count_terms(spec: ModelSpec, config: Config, start: dict) -> int:
-    """How many terms losses(model, batch) returns, from the first batch, before any training."""
+def term_names(spec: ModelSpec, config: Config, start: dict) -> list[str]:
+    """The terms losses(model, batch) returns, from the first batch, before any training."""
     model, _, stream, device = start_training(spec, config, start)
-    return len(compute_terms(spec, model, to_device(next(stream), device), None, " at step 0"))
+    return list(compute_terms(spec, model, to_device(next(stream), device), None, " at step 0"))
+
 
 
 def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict], probe: Probe,
@@ -163,18 +167,20 @@ def advise(spec: ModelSpec, config: Config, start: dict, records: list[dict], wr
 
     if config.check_steps == 0 or (config.no_checks and config.no_verify):
         return records, diagnose(records)
-    probe = draw_probe(spec, config.probe_batches, config.seed, device_of(config))
+    probe = evaluation_probe(spec, config.probe_batches, config.seed, device_of(config))
     if not config.no_checks:
         add(single_term_checks(spec, config, start, records, probe, progress))
-    rounds = 1 + (0 if config.no_verify else 1 + config.verify_rounds)
-    bar = Progress(rounds * config.check_steps, "verifying", progress)
+    runs = 1 + (0 if config.no_verify else EXPECTED_CANDIDATES + config.verify_rounds)
+    bar = Progress(runs * config.check_steps, "verifying", progress)
     try:
         diagnosis = add([measured_run("progress", 0, spec, config, start, dict(records[0]["weights"]), probe, bar)])
         number = 0
-        while diagnosis.recommendation.pending is not None:
-            number += 1
-            pending = diagnosis.recommendation.pending
-            diagnosis = add([measured_run("verify", number, spec, config, start, pending, probe, bar)])
+        while diagnosis.recommendation.pending and not config.no_verify:
+            found = []
+            for weights in diagnosis.recommendation.pending:
+                number += 1
+                found.append(measured_run("verify", number, spec, config, start, weights, probe, bar))
+            diagnosis = add(found)
     finally:
         bar.close()
     return records, diagnosis
@@ -197,7 +203,7 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
             records[0]["purpose"] = CHECK
             if note:
                 records[0]["note"] = note
-            probe = draw_probe(spec, sanity.probe_batches, sanity.seed, device_of(sanity))
+            probe = evaluation_probe(spec, sanity.probe_batches, sanity.seed, device_of(sanity))
             records.extend(single_term_checks(spec, sanity, start, records, probe, progress))
     finally:
         bar.close()

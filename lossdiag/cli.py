@@ -125,7 +125,9 @@ def run_options(command: Callable) -> Callable:
         click.option("--target", "target_shares", default=None,
                      help="Share of the shared gradient each term should hold: name=0.7,other=0.3 [equal]."),
         click.option("--no-verify", is_flag=True, default=None,
-                     help="Skip the run that verifies a recommendation from the same start."),
+                     help="Skip the runs that verify candidate weights from the same start."),
+        click.option("--main", default=None,
+                     help="Terms you care most about (a,b): a recommendation never makes them worse."),
         click.option("--seed", type=WHOLE_NUMBER, default=None, help="Seed set before each run [0]."),
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="YAML options (default: lossdiag.yaml beside the model file)."),
@@ -296,6 +298,7 @@ def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help=f"Output folder [./{DEFAULT_SWEEP_OUT}].")
 @click.option("--weights", default=None, help="Weights in force: name=0.5,other=0.5.")
+@click.option("--main", default=None, help="Terms you care most about (a,b): the point chosen never makes them worse.")
 @click.option("--seed", type=WHOLE_NUMBER, default=None, help="Seed set before each run [0].")
 @click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
@@ -307,9 +310,9 @@ def sweep(model_py: str, config_file: str | None, as_json: bool | None, debug: b
     """Cross-validate the weights of MODEL_PY: short runs on a log-scale grid around the suggestion.
 
     Every point trains from the same start on the same batches for --sweep-steps steps and is scored by each
-    term's progress on fixed probe batches and by validate(model)'s metrics. The recommended point is the best
-    by --metric, else the one whose worst term progresses most relative to that term trained alone.
-    Exits 0 with a recommendation, 1 when no point qualifies.
+    term's loss at its end on the evaluation batches and by validate(model)'s metrics. The recommended point is
+    the best by --metric, else the one the profile's rule prefers over the weights in force (the weights in force
+    when none qualifies). Exits 0 with a recommendation, 1 when no point can be compared.
     """
     from lossdiag.report.sweep_outputs import SWEEP_PAGE
     from lossdiag.report.sweep_terminal import render_sweep

@@ -11,12 +11,14 @@ from lossdiag.analyse.conflict import PairConflict, conflicts, cosine_matrix
 from lossdiag.analyse.dominance import Dominance, dominance
 from lossdiag.analyse.run import RunData, parse
 from lossdiag.analyse.suggest import AlphaCurve, Suggestion, alpha_curve, suggest
-from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, starved_findings
+from lossdiag.advise.situations import NEEDS_OTHERS, STARVED
+from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, situation_findings
 from lossdiag.config import FIELDS, Config, resolve
 from lossdiag.errors import SpecError
 from lossdiag.findings import Finding, conflict_findings, dominance_findings, sort_findings
 
 PROFILE, CHECK = "profile", "check"
+CLEAR_CONFLICT = 0.9  # a pair opposes clearly, not on a hair past the cosine line: negative on 90% of recorded steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,15 +87,20 @@ def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:
         suggestion = dataclasses.replace(suggestion, weights=dict(refined[-1]["suggested"]),
                                          alpha=refined[-1]["suggested"][run.terms[0]]
                                          if suggestion.alpha is not None else None)
-    checked = sanity_findings(run) + check_findings(run, config)
     if run.meta.get("purpose", PROFILE) == CHECK:
         return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion, None,
-                         sort_findings(checked))
-    term_progress = tuple(progress(run, config, {t for pair in suggestion.opposed for t in pair}))
-    judged = bool(term_progress)
-    starved = [p.term for p in term_progress if p.starved]
+                         sort_findings(sanity_findings(run) + check_findings(run, config)))
+    conflicted = [t for pair in pairs if pair.cosine_median < config.conflict_cosine
+                  and pair.negative_fraction >= CLEAR_CONFLICT for t in pair.terms]
+    advice = recommend(balanced, config, shares.shares, shares.dominant_term, conflicted)
+    found = advice.situations
+    term_progress = tuple(progress(run, found))
+    judged = bool(found) and bool(run.extra.get("check"))
+    starved = [t for t, s in found.items() if s.name == STARVED]
+    needs_others = [t for t, s in found.items() if s.name == NEEDS_OTHERS]
+    steps = int(run.extra["progress"][-1]["steps"]) if run.extra.get("progress") else 0
     findings = (dominance_findings(shares, judged, starved) + conflict_findings(pairs, config.conflict_cosine)
-                + checked + starved_findings(list(term_progress), config))
-    advice = recommend(balanced, config, shares.shares, shares.dominant_term, suggestion.opposed)
+                + sanity_findings(run) + check_findings(run, config, needs_others)
+                + situation_findings(found, advice.on, steps, config))
     return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion,
                      alpha_curve(balanced, suggestion.alpha), sort_findings(findings), term_progress, advice)

@@ -18,10 +18,12 @@ from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_op
 
 
 def with_model_targets(spec: ModelSpec, config: Config) -> Config:
-    """The config with the model file's target_shares where neither YAML nor the command line gave any, so that
-    every run (profile, sweep) checks and uses the same targets."""
+    """The config with the model file's target_shares and main terms where neither YAML nor the command line gave
+    any, so that every run (profile, sweep) checks and uses the same targets and main terms."""
     if config.target_shares is None and spec.target_shares:
-        return dataclasses.replace(config, target_shares=dict(spec.target_shares))
+        config = dataclasses.replace(config, target_shares=dict(spec.target_shares))
+    if config.main is None and spec.main:
+        config = dataclasses.replace(config, main=list(spec.main))
     return config
 
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional
 
 import torch
 
-from lossdiag.config import parse_weights, resolve
+from lossdiag.config import parse_main, parse_weights, resolve
 from lossdiag.errors import SpecError
 
 LossesFn = Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]]
@@ -35,6 +35,8 @@ class ModelSpec:
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer]
     validate: Optional[Callable[[torch.nn.Module], Mapping[str, float]]] = None
     target_shares: Optional[Mapping[str, float]] = None
+    validation_batches: Optional[Callable[[], Iterable[Any]]] = None
+    main: tuple[str, ...] = ()
 
     def user_error(self, message: str) -> SpecError:
         """A usage error that names the model source."""
@@ -103,8 +105,13 @@ def spec_from_namespace(names: Mapping[str, Any], source: str) -> ModelSpec:
     weights = parse_weights(weights, f"{source}: 'weights'") if weights else {}
     targets = names.get("target_shares")
     targets = resolve({"target_shares": targets}, source=source).target_shares if targets else None
+    validation = names.get("validation_batches")
+    if validation is not None and not callable(validation):
+        raise SpecError(f"{source}: 'validation_batches' must be a function validation_batches(), "
+                        f"got {type(validation).__name__}")
     return ModelSpec(source, names["build_model"], names["batches"], names["losses"], weights,
-                     make_optimizer, validate, targets)
+                     make_optimizer, validate, targets, validation,
+                     tuple(parse_main(names["main"], f"{source}: 'main'")) if names.get("main") is not None else ())
 
 
 def spec_from_objects(model: Any, batches: Any, losses: LossesFn,
@@ -198,7 +205,18 @@ def batch_stream(spec: ModelSpec) -> Iterator[Any]:
             raise spec.user_error(f"batches() yielded nothing{when}; it must yield at least one batch")
 
 
-def _user_iteration(spec: ModelSpec, iterator: Iterator[Any]) -> Iterator[Any]:
+def validation_stream(spec: ModelSpec) -> Iterator[Any]:
+    """One pass of validation_batches(); one that yields nothing is a usage error."""
+    iterator = call_user(spec, "validation_batches()", lambda: iter(spec.validation_batches()))
+    empty = True
+    for batch in _user_iteration(spec, iterator, "validation_batches()"):
+        empty = False
+        yield batch
+    if empty:
+        raise spec.user_error("validation_batches() yielded nothing; it must yield at least one batch")
+
+
+def _user_iteration(spec: ModelSpec, iterator: Iterator[Any], what: str = "batches()") -> Iterator[Any]:
     """Iterate the user's batches; an exception raised while iterating is a usage error."""
     while True:
         try:
@@ -206,9 +224,9 @@ def _user_iteration(spec: ModelSpec, iterator: Iterator[Any]) -> Iterator[Any]:
         except StopIteration:
             return
         except Exception as exc:
-            raise spec.user_error(f"iterating batches() raised {_describe(exc)}") from exc
+            raise spec.user_error(f"iterating {what} raised {_describe(exc)}") from exc
         except SystemExit as exc:
-            raise spec.user_error(f"iterating batches() called sys.exit({exc.code!r}); it must return instead") from exc
+            raise spec.user_error(f"iterating {what} called sys.exit({exc.code!r}); it must return instead") from exc
         yield batch
 
 
@@ -250,6 +268,14 @@ def check_scalar_terms(terms: Any, where: str, what: str) -> dict[str, torch.Ten
             raise SpecError(f"{where}term '{name}' must be a scalar tensor, got shape {tuple(value.shape)}"
                             f" (reduce it, e.g. with .mean())")
     return dict(terms)
+
+
+def check_main(spec: ModelSpec, main: Optional[list[str]], names: list[str]) -> None:
+    """Every `main` term (model file or --main) must be one of the terms losses(model, batch) returns."""
+    unknown = [t for t in main or [] if t not in names]
+    if unknown:
+        raise spec.user_error(f"'main' names {', '.join(repr(t) for t in unknown)}, not among the terms "
+                              f"losses(model, batch) returns: {', '.join(names)}")
 
 
 def check_terms(terms: Any, expected: list[str] | None, source: str) -> dict[str, torch.Tensor]:

@@ -5,7 +5,7 @@ import numpy as np
 
 from lossdiag._version import __version__
 from lossdiag.analyse.run import finite_median
-from lossdiag.advise.recommend import REWEIGHT, TRADE_OFF, Recommendation
+from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.diagnose import CHECK, Diagnosis
 from lossdiag.record.stream import finite_or_none
 
@@ -28,12 +28,9 @@ def verdict(diagnosis: Diagnosis) -> str:
         return f"trade-off: {advice.reason}"
     if advice is not None and advice.kind == REWEIGHT:
         return reweight_verdict(diagnosis)
-    dominant = diagnosis.dominance.dominant_term
-    if dominant is not None and not any(f.code == "dominant-term" and f.severity == "info" for f in diagnosis.findings):
-        share = diagnosis.dominance.shares[dominant]
-        return (f"'{dominant}' dominates the shared parameters with {share:.3f} of the weighted gradient; "
-                f"reweight with the weights below")
     warnings = [f for f in diagnosis.findings if f.severity == "warning"]
+    if advice is not None and (advice.tried or advice.candidate is not None):
+        return (f"{warnings[0].message}; " if warnings else "") + advice.reason
     if warnings:
         return warnings[0].message
     shares = [s for s in diagnosis.dominance.shares.values() if s == s]
@@ -53,21 +50,20 @@ def verdict(diagnosis: Diagnosis) -> str:
 
 
 def reweight_verdict(diagnosis: Diagnosis) -> str:
-    """The verdict of a reweight: the starved terms and what the verified weights bring them to."""
+    """The verdict of a reweight: the starved terms it rescues, or the term that dominates; then the rule's numbers."""
     advice = diagnosis.recommendation
-    starved = [p for p in diagnosis.progress if p.starved]
-    if not starved:
-        dominant = diagnosis.dominance.dominant_term
-        why = (f"'{dominant}' dominates the shared parameters with {diagnosis.dominance.shares[dominant]:.3f} of the "
-               f"weighted gradient" if dominant is not None else "the shares are off target_shares")
-        return f"{why}; reweight with the weights below ({advice.reason})"
-    figures = []
-    for row in starved:
-        line = f"'{row.term}' is starved ({row.combined:.0%} progress under the weights in force, {row.alone:.0%} alone)"
-        if advice.verification is not None:
-            line += f"; the recommended weights bring it to {advice.verification.progress.get(row.term) or 0:.0%}"
-        figures.append(line)
-    return "; ".join(figures) + ("" if advice.verification is not None else f" ({advice.reason})")
+    picked = advice.assessments[advice.chosen]
+    starved = [t for t, s in advice.situations.items() if s.name == "starved"]
+    dominant = diagnosis.dominance.dominant_term
+    if starved and set(starved) <= set(picked.gains):
+        lead = (f"{', '.join(repr(t) for t in starved)} {'is' if len(starved) == 1 else 'are'} starved and the "
+                f"recommended weights rescue {'it' if len(starved) == 1 else 'them'}")
+    elif dominant is not None:
+        lead = (f"'{dominant}' dominates the shared parameters with {diagnosis.dominance.shares[dominant]:.3f} of the "
+                f"weighted gradient; reweight with the weights below")
+    else:
+        lead = "reweight with the weights below"
+    return f"{lead}: {advice.reason}"
 
 
 def check_verdict(diagnosis: Diagnosis) -> str:
@@ -97,6 +93,7 @@ def checks_summary(diagnosis: Diagnosis) -> list[dict]:
         row["alone_relative_drop"] = compared.alone if compared else None
         row["combined_relative_drop"] = compared.combined if compared else None
         row["starved"] = bool(compared and compared.starved)
+        row["situation"] = compared.situation if compared else None
         row["combined_skipped_updates"] = compared.skipped_updates if compared else None
         rows.append(row)
     return rows
@@ -137,22 +134,29 @@ def advice_per_term(advice: Recommendation | None, checks: list[dict], term: str
 
 
 def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
-    """The contract's advice keys (target_shares, recommendation, recommended_weights, verification, progress)."""
+    """The contract's advice keys (target_shares, recommendation, recommended_weights, verification, progress,
+    outcome, opposed, main) and the situations and candidate weights behind them."""
     if advice is None:
         return {"target_shares": {}, "recommendation": None, "recommended_weights": {}, "verification": None,
-                "progress": {t: None for t in terms}}
+                "progress": {t: None for t in terms}, "outcome": None, "opposed": [], "main": []}
     in_force = advice.in_force
     return {
         "target_shares": advice.target_shares,
         "recommendation": advice.kind,
         "recommendation_reason": advice.reason,
         "recommended_weights": advice.weights,
+        "candidate_weights": advice.candidate,
         "recommended_spread": {t: list(v) for t, v in advice.spread.items()},
         "profile_longer_steps": advice.longer_steps,
         "in_force": in_force.to_dict() if in_force else None,
         "verification": advice.verification.to_dict() if advice.verification else None,
         "verification_rounds": [r.to_dict() for r in advice.rounds],
         "progress": {t: in_force.progress.get(t) if in_force else None for t in terms},
+        "outcome": advice.outcome(),
+        "situations": {t: s.to_dict() for t, s in advice.situations.items()},
+        "opposed": advice.opposed,
+        "main": advice.main,
+        "max_cost": advice.max_cost,
     }
 
 

@@ -44,29 +44,41 @@ def cnn(tmp_path_factory):
     return profile(tmp_path_factory.mktemp("cnn"), FIXTURES / "advice_misscaled_cnn.py", "--steps", "100")
 
 
-def test_two_outputs_is_reweighted_and_the_verification_rescues_classification(two_outputs):
+def chosen(summary: dict) -> dict:
+    """The outcome of the recommended candidate (CONTRACT section 4 `outcome`)."""
+    outcome = summary["outcome"]
+    return outcome["candidates"][outcome["chosen"]]
+
+
+def test_two_outputs_is_reweighted_and_the_verified_candidate_rescues_classification(two_outputs):
     code, summary, text = two_outputs
     assert starved(summary) == {"classification"}
-    assert summary["recommendation"] == "reweight"
-    verification = summary["verification"]
-    assert verification["weights"] == summary["recommended_weights"]
-    assert verification["starved"] == []
-    assert all(0.25 <= share <= 0.75 for share in verification["shares"].values())
-    alone = summary["per_term"]["classification"]["progress_alone"]
-    assert verification["progress"]["classification"] > CONFIG.starved_ratio * alone
-    assert verification["progress"]["classification"] > summary["progress"]["classification"]
+    assert summary["recommendation"] == "reweight" and summary["outcome"]["on"] == "probe"
+    picked = chosen(summary)
+    assert picked["weights"] == summary["recommended_weights"] == summary["verification"]["weights"]
+    assert picked["change"]["classification"] <= -CONFIG.min_gain
+    assert picked["change"]["classification"] < -CONFIG.check_noise_z * picked["noise"]["classification"]
+    assert picked["change"]["regression"] <= CONFIG.max_cost + CONFIG.check_noise_z * picked["noise"]["regression"]
+    in_force = summary["outcome"]["in_force"]["classification"]
+    assert picked["end"]["classification"] == pytest.approx(in_force * (1 + picked["change"]["classification"]))
+    assert "classification" not in summary["verification"]["starved"]
     assert sum(summary["recommended_weights"].values()) == pytest.approx(sum(summary["weights"].values()))
+    assert "bound 10%" in summary["recommendation_reason"] and summary["max_cost"] == CONFIG.max_cost
+    assert summary["opposed"] == [] and summary["main"] == []
     for old in ("suggested_weights", "suggestion_kind", "suggested_alpha"):
         assert old in summary
 
 
-def test_the_output_shows_both_weightings_side_by_side_and_the_line_to_paste(two_outputs):
+def test_the_output_shows_the_candidates_both_weightings_and_the_line_to_paste(two_outputs):
     _, summary, text = two_outputs
     assert "recommendation: reweight" in text
+    assert "the rule: reweight only for a candidate" in text and "10.0% (max_cost)" in text
     header = next(line for line in text.splitlines() if line.startswith("term") and "recommended" in line
-                  and "alone" in line)
-    assert header.split() == ["term", "in", "force", "share", "applied", "progress", "recommended", "share",
-                              "applied", "progress", "alone"]
+                  and "alone-end" in line)
+    assert header.split() == ["term", "in-force", "end-share", "end-loss", "recommended", "end-share", "end-loss",
+                              "change", "alone-end"]
+    assert "median over the recorded steps" in text and "not the recorded window's median" in text
+    assert len([line for line in text.splitlines() if "recommended: qualifies" in line]) == 1
     paste = next(line.strip() for line in text.splitlines() if line.strip().startswith("loss_total ="))
     numbers = re.findall(r"([0-9.e+-]+) \* ", paste)
     assert len(numbers) == 2
@@ -82,41 +94,37 @@ def test_the_output_shows_both_weightings_side_by_side_and_the_line_to_paste(two
     assert all(len(summary["recommended_spread"][t]) == 2 for t in summary["terms"])
 
 
-def test_aux_head_by_design_keeps_the_weights_without_a_warning(tmp_path):
+def test_aux_head_by_design_keeps_the_weights_after_trying_candidates(tmp_path):
     code, summary, text = profile(tmp_path, FIXTURES / "advice_aux_by_design.py", "--steps", "60")
     assert code == 0 and summary["status"] == "ok"
     assert summary["dominant_term"] == "main"
     assert {f["severity"] for f in summary["findings"]} <= {"info"}
-    assert any(f["code"] == "dominant-term" and f["severity"] == "info" for f in summary["findings"])
     assert summary["recommendation"] == "keep"
     assert summary["recommended_weights"] == summary["weights"] and summary["verification"] is None
+    assert summary["outcome"]["candidates"], "dominance by design is concluded from verified candidates"
+    assert not any(c["verdict"].startswith("qualifies") for c in summary["outcome"]["candidates"])
     assert "keep" in summary["verdict"] and "by design" in summary["verdict"]
+    assert "loss_total" not in text
 
 
 def test_the_recommended_weights_rescue_the_term_a_misscaled_one_starves(tmp_path, cnn):
     _, summary, _ = cnn
-    assert starved(summary) == {"main"} and summary["recommendation"] == "reweight"
+    assert "main" in starved(summary) and summary["recommendation"] == "reweight"
+    assert chosen(summary)["change"]["main"] <= -CONFIG.min_gain
     weights = summary["recommended_weights"]
-    assert weights["aux"] == 0.3, "a term that does not go down clearly alone keeps its weight"
     pairs = ",".join(f"{t}={w!r}" for t, w in weights.items())
     _, again, _ = profile(tmp_path, FIXTURES / "advice_misscaled_cnn.py", "--steps", "100", "--weights", pairs)
     assert again["weights"] == pytest.approx(weights)
     assert starved(again) == set()
     assert again["progress"]["main"] >= 3 * summary["progress"]["main"]
-    assert again["recommendation"] == "keep"
 
 
-def test_a_candidate_its_verification_contradicts_is_never_printed(tmp_path, cnn):
-    """With no correction round the share-balanced start leaves 'main' starved: no reweight is advised."""
-    _, summary, _ = cnn
-    first = summary["verification_rounds"][0]
-    assert "main" in first["starved"], "the fixture no longer shows that balanced shares leave main starved"
-    (tmp_path / "no_rounds.yaml").write_text("verify_rounds: 0\nsteps: 100\n")
-    _, bounded, text = profile(tmp_path, FIXTURES / "advice_misscaled_cnn.py", "--config", tmp_path / "no_rounds.yaml")
-    assert bounded["recommendation"] == "trade-off"
-    assert bounded["recommended_weights"] == bounded["weights"]
-    assert "'main' stays starved" in bounded["recommendation_reason"]
-    assert "loss_total" not in text
+def test_a_candidate_that_costs_a_term_beyond_the_bound_is_never_printed(two_outputs):
+    _, summary, _ = two_outputs
+    costly = [c for c in summary["outcome"]["candidates"] if "(bound 10%)" in c["verdict"]]
+    assert costly, "the fixture no longer has a candidate that costs a term beyond the bound"
+    assert all(c["weights"] != summary["recommended_weights"] for c in costly)
+    assert all(max(v for v in c["change"].values() if v is not None) > CONFIG.max_cost for c in costly)
 
 
 def test_noisy_batches_pass_every_check_and_a_flat_term_is_not_diverging(tmp_path):
@@ -130,12 +138,13 @@ def test_noisy_batches_pass_every_check_and_a_flat_term_is_not_diverging(tmp_pat
     assert [c["status"] for c in flat["checks"] if c["term"] != "flat"] == ["pass", "pass"]
 
 
-def test_no_verify_skips_the_run_and_says_so(tmp_path):
+def test_no_verify_prints_no_unverified_weights_as_advice(tmp_path):
     _, summary, text = profile(tmp_path, EXAMPLES / "two_outputs.py", "--steps", "40", "--check-steps", "40",
                                "--no-verify")
-    assert summary["recommendation"] == "reweight" and summary["verification"] is None
+    assert summary["recommendation"] == "keep" and summary["verification"] is None
+    assert summary["candidate_weights"] is not None and summary["candidate_weights"] != summary["weights"]
     assert summary["verification_rounds"] == [] and "--no-verify" in summary["recommendation_reason"]
-    assert "loss_total" in text
+    assert "loss_total" not in text and "candidate (not verified)" in text
 
 
 def test_weights_override_only_the_terms_named(tmp_path):
@@ -150,11 +159,10 @@ def test_target_shares_from_the_model_file_or_the_command_line(tmp_path):
     model.write_text(source + "\ntarget_shares = {'main': 0.5}\n")
     spec = load_model_file(model)
     assert spec.target_shares == {"main": 0.5}
-    _, summary, _ = profile(tmp_path, model, "--steps", "60", "--check-steps", "60")
+    _, summary, _ = profile(tmp_path, model, "--steps", "20", "--check-steps", "20", "--no-verify")
     assert summary["target_shares"] == {"main": 0.5, "aux": 0.5}
-    assert summary["recommendation"] == "reweight"
-    shares = summary["verification"]["shares"]
-    assert all(abs(shares[t] - 0.5) <= CONFIG.share_tolerance for t in shares)
+    candidate = summary["candidate_weights"]
+    assert candidate["aux"] / candidate["main"] > summary["weights"]["aux"] / summary["weights"]["main"]
     _, given, _ = profile(tmp_path, model, "--steps", "20", "--check-steps", "20", "--no-verify",
                           "--target", "main=0.99")
     assert given["target_shares"] == pytest.approx({"main": 0.99, "aux": 0.01})
@@ -179,5 +187,6 @@ def test_the_records_alone_rebuild_the_same_recommendation(two_outputs, tmp_path
     profile(tmp_path, EXAMPLES / "two_outputs.py", "--steps", "100", out=out)
     records, torn = read_records(out / "records.jsonl")
     rebuilt = build_summary(diagnose(records, torn))
-    for key in ("recommendation", "recommended_weights", "verification", "progress", "target_shares"):
+    for key in ("recommendation", "recommended_weights", "verification", "progress", "target_shares", "outcome",
+                "opposed", "main", "situations"):
         assert rebuilt[key] == json.loads(json.dumps(summary[key])) == json.loads((out / "summary.json").read_text())[key]

@@ -81,8 +81,10 @@ def test_profile_on_the_example_shows_both_progress_figures_by_the_rule(examples
     checks = {c["term"]: c for c in summary["checks"]}
     assert [c["status"] for c in checks.values()] == ["pass", "pass"]
     row = checks["classification"]
-    rule = (row["alone_relative_drop"] >= config.starved_min_drop
-            and abs(row["combined_relative_drop"]) <= config.starved_ratio * row["alone_relative_drop"])
+    seen = summary["situations"]["classification"]
+    rule = seen["name"] == "starved"
+    assert rule == (seen["start"] - seen["combined"] <= config.starved_ratio * (seen["start"] - seen["alone"])
+                    and seen["against_alone"] >= config.min_gain)
     starved = [f for f in summary["findings"] if f["code"] == "starved"]
     assert row["starved"] == rule and bool(starved) == rule
     assert [f["terms"] for f in starved] == ([["classification"]] if rule else [])

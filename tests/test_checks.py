@@ -152,16 +152,16 @@ def test_terms_poisoned_through_shared_parameters_are_not_blamed():
     assert "'classification'" in findings[0].message and "not blamed" in findings[0].message
 
 
-def test_starved_reports_both_progress_figures(profiled):
+def test_starved_reports_the_losses_alone_and_combined_in_the_terms_units(profiled):
     summary = profiled("check_starved.py").summary
     row = next(c for c in summary["checks"] if c["term"] == "classification")
     config = Config()
-    assert row["starved"]
-    assert row["alone_relative_drop"] >= config.starved_min_drop
-    assert abs(row["combined_relative_drop"]) <= config.starved_ratio * row["alone_relative_drop"]
+    assert row["starved"] and row["situation"] == "starved"
+    seen = summary["situations"]["classification"]
+    assert seen["start"] - seen["combined"] <= config.starved_ratio * (seen["start"] - seen["alone"])
     finding = next(f for f in summary["findings"] if f["code"] == "starved")
-    assert f"{row['alone_relative_drop']:.1%}" in finding["message"]
-    assert f"{row['combined_relative_drop']:.1%}" in finding["message"]
+    for value in (seen["start"], seen["alone"], seen["combined"]):
+        assert f"{value:.4g}" in finding["message"]
     assert f"{config.starved_ratio:g}" in finding["message"]
 
 
@@ -273,9 +273,15 @@ def test_the_noise_is_read_both_ways(profiled):
 
 def test_opposed_terms_are_a_trade_off_not_starved():
     result = lossdiag.profile(str(FIXTURES / "opposed.py"), progress=False)
-    assert {f.code for f in result.findings} == {"gradient-conflict"}
-    assert [c["status"] for c in result.summary["checks"]] == ["pass", "pass"]
-    assert not any(c["starved"] for c in result.summary["checks"])
+    summary = result.summary
+    assert {f.code for f in result.findings} <= {"gradient-conflict", "opposed"}
+    assert "gradient-conflict" in {f.code for f in result.findings}
+    assert [c["status"] for c in summary["checks"]] == ["pass", "pass"]
+    assert not any(c["starved"] for c in summary["checks"])
+    assert summary["opposed"] == ["toward_y", "toward_minus_y"] and summary["recommendation"] == "trade-off"
+    for finding in (f for f in result.findings if f.code == "opposed"):
+        seen = summary["situations"][finding.terms[0]]
+        assert finding.severity == "warning" and seen["combined"] > seen["start"]
 
 
 def test_the_term_that_blew_up_is_blamed_before_the_one_it_poisoned(tmp_path):

@@ -10,7 +10,9 @@ import time
 from pathlib import Path
 
 from cli_helpers import kill_when, model_file
+from lossdiag.diagnose import diagnose
 from lossdiag.record.stream import read_records
+from lossdiag.summary import build_summary
 
 TRAIN = textwrap.dedent("""
     import sys, time
@@ -126,3 +128,6 @@ def test_a_profile_killed_during_the_checks_keeps_every_step_and_the_end(tmp_pat
     records, _ = read_records(kept[0])
     assert [r["step"] for r in records if r["kind"] == "step"] == list(range(300))
     assert records[-1]["kind"] == "end"
+    rebuilt = build_summary(diagnose(records))
+    assert "the profile ended before its runs from the same start" in rebuilt["recommendation_reason"]
+    assert "Monitor" not in rebuilt["verdict"] and rebuilt["recommendation"] != "reweight"

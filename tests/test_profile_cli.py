@@ -57,7 +57,8 @@ def test_opposed_terms_are_a_trade_off_not_a_number(fixtures, tmp_path):
     assert summary["suggestion_kind"] == "trade-off"
     assert summary["recommendation"] == "trade-off"
     assert summary["recommended_weights"] == summary["weights"]
-    assert "no weight balances them" in completed.stdout and "lossdiag sweep" in completed.stdout
+    assert "toward_y" in summary["opposed"], "it rises above its start while the other term trains"
+    assert "no weight balances opposed terms" in completed.stdout and "lossdiag sweep" in completed.stdout
 
 
 def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):

@@ -243,10 +243,11 @@ def test_a_20000_step_run_gives_a_page_under_2_mb(hostile_run, tmp_path):
     assert summary["steps"] == 20000 and summary["recorded_steps"] == 4000
 
 
-def test_three_terms_get_the_weights_figure_and_a_clean_page(fixtures, tmp_path):
+def test_three_terms_get_a_weights_figure_only_when_the_weights_change_and_a_clean_page(fixtures, tmp_path):
     result = lossdiag.profile(str(fixtures / "healthy_three.py"), steps=20, no_checks=True, out=str(tmp_path))
     assert result.summary["status"] == "ok"
-    assert (tmp_path / "weights.png").is_file() and not (tmp_path / "alpha.png").exists()
+    changed = result.summary["recommended_weights"] != result.summary["weights"]
+    assert (tmp_path / "weights.png").is_file() == changed and not (tmp_path / "alpha.png").exists()
     page = (tmp_path / "report.html").read_text()
     assert "No findings" in page and 'class="ld-verdict ld-ok"' in page
 

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 import lossdiag
 from lossdiag.record.stream import read_records
-from lossdiag.sweep.choose import by_metric, by_progress, distance, pareto
+from lossdiag.advise.outcome import change
+from lossdiag.config import Config
+from lossdiag.sweep.choose import by_metric, by_rule, pareto
 from lossdiag.sweep.grid import candidates
 from lossdiag.sweep.records import SweepData
 from lossdiag.sweep.run import estimate_line
@@ -58,26 +60,34 @@ def test_a_grid_needs_three_points_and_two_terms():
         candidates(["a"], {"a": 1.0}, {"a": 1.0}, 9)
 
 
+def _ends(a, b):
+    return [{"a": a * j, "b": b * j} for j in (0.99, 1.01, 1.0, 0.995, 1.005, 1.0)]
+
+
 def test_the_front_and_both_criteria_on_plain_data():
     progress = [{"a": 0.9, "b": 0.1}, {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.4}, {"a": 0.2, "b": 0.8},
                 {"a": None, "b": 0.9}]
     assert pareto(progress, ["a", "b"]) == [0, 1, 3]
-    weights = [{"a": 10.0 ** k, "b": 1.0} for k in range(5)]
-    centre = {"a": 0.99, "b": 0.0099}
-
-    def choose(alone, tolerance=0.05):
-        return by_progress(progress, alone, ["a", "b"], 0.05, weights, centre, tolerance)
-
-    choice = choose({"a": 1.0, "b": 0.8})
-    assert choice.index == 1 and choice.scores[1] == pytest.approx(0.6) and choice.scores[4] is None
-    assert choose({"a": 1.0, "b": 0.8}, tolerance=0.15).index == 2
-    ignored = choose({"a": 1.0, "b": 0.01})
-    assert ignored.index == 0 and "left out: b" in ignored.criterion
-    killed = choose({"a": None, "b": None})
-    assert killed.scores[1] == pytest.approx(min(0.6 / 0.9, 0.5 / 0.9))
+    start, alone = _ends(2.0, 2.0), {"a": _ends(0.2, 2.0), "b": _ends(2.0, 0.2)}
+    points = [{"weights": {"a": 1.0, "b": 1.0}, "current": True, "end_batches": _ends(0.2, 1.5)},
+              {"weights": {"a": 1.0, "b": 3.0}, "end_batches": _ends(0.21, 0.5)},
+              {"weights": {"a": 1.0, "b": 10.0}, "end_batches": _ends(0.3, 0.3)},
+              {"weights": {"a": 1.0, "b": 0.1}, "end_batches": _ends(0.2, 1.9)}]
+    choice = by_rule(points, alone, start, ["a", "b"], Config())
+    assert choice.index == 1 and not choice.kept, "b 3x better while a pays 5%, within the 10% bound"
+    assert choice.scores[0] == 0.0 and choice.scores[2] > choice.scores[1], "the costlier point serves more"
+    assert by_rule(points, alone, start, ["a", "b"], Config(main=["a"])).kept, "main 'a' may pay nothing"
+    kept = by_rule(points[:1] + points[3:], alone, start, ["a", "b"], Config())
+    assert kept.kept and kept.index == 0 and "the weights in force are kept" in kept.criterion
     metrics = [{"err": 3.0, "acc_max": 0.2}, {"err": 1.0, "acc_max": 0.9}, {"err": math.nan, "acc_max": 0.95}]
     assert by_metric(metrics, "err").index == 1 and by_metric(metrics, "acc_max").index == 2
     assert "lowest err" in by_metric(metrics, "err").criterion
+
+
+def _costs(result, point):
+    """Each term's change at the end of `point` against the point in force, with its noise (the rule's yardstick)."""
+    current = next(p for p in result.data.points if p.get("current"))
+    return {t: change(point["end_batches"], current["end_batches"], t) for t in result.summary["terms"]}
 
 
 @pytest.fixture(scope="module")
@@ -122,28 +132,30 @@ def test_outputs_are_written_and_rebuilt_from_the_records_alone(tradeoff):
     assert "<table>" in result._repr_html_()
 
 
-def test_the_dominated_term_is_rescued_without_a_metric(examples):
+def test_the_dominated_term_is_rescued_without_a_metric_by_the_profiles_rule(examples):
     result = lossdiag.sweep(examples / "two_outputs.py", **QUICK)
+    config = Config()
     current = next(p for p in result.points if p["current"])
     best = result.recommended
-    assert current["alpha"] == 0.5 and best["alpha"] > 0.9
-    assert best["progress"]["classification"] >= 2 * current["progress"]["classification"]
-    assert best["progress"]["regression"] >= 0.9 * result.summary["alone"]["regression"]
-    assert result.summary["criterion"].startswith("the smallest progress of any term relative")
+    assert current["alpha"] == 0.5 and best["alpha"] > 0.5 and not result.summary["kept"]
+    found = _costs(result, result.data.recommended)
+    assert found["classification"].change <= -config.min_gain
+    assert found["regression"].change <= config.max_cost or found["regression"].clear(config.check_noise_z) <= 0
+    assert result.summary["criterion"].startswith("the one rule")
 
 
-def test_three_terms_scale_each_term_and_the_best_point_helps_the_worst_term(fixtures, tmp_path):
+def test_three_terms_scale_each_term_and_the_point_chosen_obeys_the_rule(fixtures, tmp_path):
     result = lossdiag.sweep(fixtures / "sweep_three.py", out=str(tmp_path), **{**QUICK, "points": 7})
-    terms = result.summary["terms"]
+    terms, config = result.summary["terms"], Config()
     assert {p["scaled"] for p in result.points} == {None, *terms}
-    best = max(p["score"] for p in result.points if p["score"] is not None)
-    tied = [p for p in result.points if p["score"] is not None and p["score"] >= best - 0.05]
-    centre = result.summary["suggested_weights"]
-    assert result.recommended in tied
-    assert distance(result.recommended["weights"], centre) == min(distance(p["weights"], centre) for p in tied)
-    current = next(p for p in result.points if p["current"])
-    worst = min(terms, key=lambda t: current["progress"][t] / result.summary["alone"][t])
-    assert result.recommended["progress"][worst] > current["progress"][worst]
+    chosen = result.data.recommended
+    if result.summary["kept"]:
+        assert chosen.get("current")
+    else:
+        found = _costs(result, chosen)
+        assert any(c.change <= -config.min_gain for c in found.values())
+        assert all(c.change <= config.max_cost or c.clear(config.check_noise_z) <= 0 for c in found.values())
+        assert result.recommended["score"] > 0, "the point chosen serves the terms better than the weights in force"
     assert (tmp_path / "sweep.png").is_file()
 
 

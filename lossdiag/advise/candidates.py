@@ -1,4 +1,5 @@
-"""The weightings worth a run from the same start: share balancing, the dominant term stepped down, the fixed point.
+"""The weightings worth a run from the same start: share balancing, the dominant term stepped down, each lagging
+term stepped up, the helpers of a term that needs the others stepped up, the progress fixed point.
 
 Every candidate keeps the sum of the weights in force (an SGD step keeps its size) and moves only the weights of
 terms on shared parameters. Near-duplicates (every weight ratio within SAME_DECADES of a decade) are run once.
@@ -8,12 +9,13 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence
 
-from lossdiag.advise.situations import BEHIND, STARVED, Situation
+from lossdiag.advise.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation
 
 MAX_FACTOR = 100.0
 STEP_DECADES = (1, 2, 3)
 STEPS_KEPT = 2
 SAME_DECADES = 0.05
+FULL_SHARE_GAP = 1e-6
 
 
 def rescaled(weights: Mapping[str, float], total: float) -> dict[str, float]:
@@ -50,13 +52,27 @@ def balance_factor(share: float, target: float) -> float:
 def stepped_down(current: Mapping[str, float], dominant: str, share: float, target: float,
                  total: float) -> list[dict[str, float]]:
     """The dominant term's weight divided by 10, 100, 1000 (the first STEPS_KEPT above its balance point), then
-    at its balance point: a log scale, since balance points lie decades away (FIELD_NOTES)."""
-    if not 0.0 < share < 1.0 or current.get(dominant, 0.0) <= 0:
+    at its balance point (none when it is the only term with a target): a log scale, since balance points lie
+    decades away (FIELD_NOTES)."""
+    if not share > 0.0 or current.get(dominant, 0.0) <= 0:
         return []
-    balance = balance_factor(share, target)
+    balance = balance_factor(min(share, 1.0 - FULL_SHARE_GAP), target) if target < 1.0 else 0.0
     steps = [10.0 ** -d for d in STEP_DECADES if 10.0 ** -d > balance * 10 ** SAME_DECADES][:STEPS_KEPT]
-    factors = steps + ([balance] if balance < 1.0 else [])
+    factors = steps + ([balance] if 0.0 < balance < 1.0 else [])
     return [rescaled({**current, dominant: current[dominant] * f}, total) for f in factors]
+
+
+def stepped_up(current: Mapping[str, float], found: Mapping[str, Situation], total: float) -> list[dict[str, float]]:
+    """Each starved, behind or opposed term's weight times 10 (the log step the other way), at most STEPS_KEPT."""
+    lagging = [t for t, s in found.items() if s.name in (STARVED, BEHIND, OPPOSED) and current.get(t, 0.0) > 0]
+    return [rescaled({**current, t: current[t] * 10.0}, total) for t in lagging[:STEPS_KEPT]]
+
+
+def helpers_up(current: Mapping[str, float], found: Mapping[str, Situation], total: float) -> list[dict[str, float]]:
+    """When a term learns only through the others (needs-others): every other term's weight times 10, one run."""
+    if not any(s.name == NEEDS_OTHERS for s in found.values()):
+        return []
+    return [rescaled({t: w * (1.0 if found[t].name == NEEDS_OTHERS else 10.0) for t, w in current.items()}, total)]
 
 
 def fixed_point(current: Mapping[str, float], found: Mapping[str, Situation], total: float) -> Optional[dict[str, float]]:

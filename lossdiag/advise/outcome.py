@@ -54,7 +54,12 @@ def mean_of(per_batch: PerBatch) -> dict[str, float]:
     """Each term's mean over batches (NaN where a batch lacks it)."""
     if not per_batch:
         return {}
-    return {name: sum(b.get(name, math.nan) for b in per_batch) / len(per_batch) for name in per_batch[0]}
+    return {name: sum(_value(b.get(name)) for b in per_batch) / len(per_batch) for name in per_batch[0]}
+
+
+def _value(value: Optional[float]) -> float:
+    """A recorded loss as a float: NaN for a missing or non-finite one (records write those as null)."""
+    return math.nan if value is None else float(value)
 
 
 def change(end: PerBatch, reference: PerBatch, term: str) -> Change:
@@ -62,8 +67,8 @@ def change(end: PerBatch, reference: PerBatch, term: str) -> Change:
 
     Undefined (None) where a value is not finite, the batches differ in number, or the reference mean is 0.
     """
-    ends = [b.get(term, math.nan) for b in end]
-    refs = [b.get(term, math.nan) for b in reference]
+    ends = [_value(b.get(term)) for b in end]
+    refs = [_value(b.get(term)) for b in reference]
     if not ends or len(ends) != len(refs) or not all(math.isfinite(v) for v in ends + refs):
         finite = [v for v in ends if math.isfinite(v)]
         return Change(None, None, sum(finite) / len(finite) if len(finite) == len(ends) and ends else None, None)

@@ -1,6 +1,7 @@
-"""The one progress measure: each term evaluated on a few batches fixed at the start, before and after a run.
+"""The evaluation batches: each term evaluated on batches fixed at the start, before and after a run.
 
-Two runs (a term trained alone, the combined loss, a recommendation under verification, a sweep point) are
+They are the model file's validation_batches() when it has them (held-out data, `on` = "validation"), else the
+first probe_batches batches of batches() under the run's seed (`on` = "probe"). Two runs (a term trained alone, the combined loss, a recommendation under verification, a sweep point) are
 compared on the same data, so batch-to-batch noise does not enter the comparison.
 
 Evaluation keeps the model in the mode training uses (BatchNorm on batch statistics, dropout on), because
@@ -18,15 +19,16 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 import torch
 
 from lossdiag.rng import preserved_rng, seed_everything
-from lossdiag.spec import ModelSpec, batch_stream, compute_terms, to_device
+from lossdiag.spec import ModelSpec, batch_stream, compute_terms, to_device, validation_stream
 
 
 @dataclasses.dataclass(frozen=True)
 class Probe:
-    """The probe batches (the first `count` batches that batches() yields under the run's seed) and that seed."""
+    """The evaluation batches, the run's seed, and where they come from: "validation" or "probe"."""
 
     batches: tuple[Any, ...]
     seed: int
+    on: str = "probe"
 
     def evaluate(self, spec: ModelSpec, model: torch.nn.Module,
                  names: Optional[Sequence[str]] = None) -> dict[str, float]:
@@ -71,6 +73,28 @@ def draw_probe(spec: ModelSpec, count: int, seed: int, device: Optional[torch.de
         stream = batch_stream(spec)
         batches = tuple(to_device(next(stream), device) for _ in range(count))
     return Probe(batches, seed)
+
+
+MAX_VALIDATION_BATCHES = 64
+
+
+def validation_probe(spec: ModelSpec, seed: int, device: Optional[torch.device] = None) -> Probe:
+    """The batches of one pass of validation_batches() (at most MAX_VALIDATION_BATCHES), under `seed`."""
+    with preserved_rng():
+        seed_everything(seed)
+        found = []
+        for batch in validation_stream(spec):
+            found.append(to_device(batch, device))
+            if len(found) == MAX_VALIDATION_BATCHES:
+                break
+    return Probe(tuple(found), seed, "validation")
+
+
+def evaluation_probe(spec: ModelSpec, count: int, seed: int, device: Optional[torch.device] = None) -> Probe:
+    """The batches every outcome is measured on: validation_batches() when the model file has it, else the probe."""
+    if spec.validation_batches is not None:
+        return validation_probe(spec, seed, device)
+    return draw_probe(spec, count, seed, device)
 
 
 def relative_progress(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, Optional[float]]:

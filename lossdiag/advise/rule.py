@@ -4,8 +4,7 @@
 min_gain on the outcome) while no other term pays more than max_cost and no `main` term pays anything beyond
 noise. Among the qualifying candidates the one that serves the terms best (the largest sum of log end-loss
 ratios), and of those within min_gain of it the cheapest (smallest worst cost). None qualifies: `trade-off` when a
-candidate's gain for a term that had something to gain (starved, behind, opposed, or main) costs other terms, else
-`keep`.
+candidate's clear gain for a starved, opposed or main term costs other terms, else `keep`.
 
 `decide` is pure over an Evidence; the candidates it still wants run come back in `pending` (the driver runs them
 from the same start, adds them to the evidence and asks again), so a record of the runs rebuilds the decision.
@@ -16,9 +15,10 @@ import dataclasses
 import math
 from typing import Mapping, Optional, Sequence
 
-from lossdiag.advise.candidates import decades, distinct, fixed_point, same, share_balancing, stepped_down
+from lossdiag.advise.candidates import (decades, distinct, fixed_point, same, share_balancing, stepped_down,
+                                       helpers_up, stepped_up)
 from lossdiag.advise.outcome import RunEnd, changes, mean_of
-from lossdiag.advise.situations import OPPOSED, Situation, situations
+from lossdiag.advise.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation, situations
 from lossdiag.config import Config
 
 KEEP, REWEIGHT, TRADE_OFF = "keep", "reweight", "trade-off"
@@ -33,7 +33,8 @@ class Evidence:
     force (None when it could not be run: a Monitor); `alone` each term trained alone; `candidates` the candidate
     runs so far. `shares` are the terms' shares of the weighted shared gradient under the weights in force,
     `dominant` the term past the dominance threshold, `targets` the target shares of the share-balancing
-    candidate, `user_targets` whether the user set them.
+    candidate, `user_targets` whether the user set them, `conflicted` the terms of pairs whose gradients clearly
+    oppose (the gradient-conflict finding), `shared` the terms that reach shared parameters (None: all).
     """
 
     terms: list[str]
@@ -48,6 +49,8 @@ class Evidence:
     targets: dict[str, float]
     main: list[str] = dataclasses.field(default_factory=list)
     user_targets: bool = False
+    conflicted: list[str] = dataclasses.field(default_factory=list)
+    shared: Optional[list[str]] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,13 +159,16 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
 
 
 def planned(evidence: Evidence, found: Mapping[str, Situation], config: Config) -> list[dict[str, float]]:
-    """The first candidates: share balancing, the dominant term stepped down on a log scale, the fixed point."""
+    """The first candidates: share balancing, the dominant term stepped down on a log scale, each lagging term
+    stepped up, the helpers of a term that needs the others stepped up, the fixed point (near-duplicates run
+    once)."""
     total = sum(evidence.weights.values())
     first = [share_balancing(evidence.weights, evidence.shares, evidence.targets, total)]
     dominant = evidence.dominant
     if dominant is not None and dominant in evidence.targets:
         first += stepped_down(evidence.weights, dominant, evidence.shares[dominant], evidence.targets[dominant],
                               total)
+    first += stepped_up(evidence.weights, found, total) + helpers_up(evidence.weights, found, total)
     point = fixed_point(evidence.weights, found, total)
     first += [point] if point is not None else []
     return distinct(first, [evidence.weights])
@@ -177,29 +183,58 @@ def halfway(weights: Mapping[str, float], towards: Mapping[str, float]) -> dict[
 
 
 def _to_gain(assessment: Assessment, found: Mapping[str, Situation], main: Sequence[str], config: Config) -> bool:
-    """Whether a candidate clearly serves a term that had something to gain (starved, behind, opposed, main)."""
+    """Whether a candidate clearly serves a term that had much to gain: a starved or opposed one, or a main one (a
+    term merely behind, such as an auxiliary head by design, trades nothing worth naming)."""
     z = config.check_noise_z
     for term, change in assessment.change.items():
         noise = assessment.noise.get(term)
         clear = change is not None and noise is not None and change < -z * noise and -change >= config.min_gain
-        if clear and (found[term].to_gain or term in main):
+        if clear and (found[term].name in (STARVED, OPPOSED) or term in main):
             return True
     return False
 
 
+def _rescue(evidence: Evidence, among: Sequence[RunEnd], config: Config) -> Optional[dict[str, float]]:
+    """The progress fixed point taken again from the run (of `among`) that served the starved and behind terms
+    best: that run's weights, each term still lagging there times its gain alone over its gain there; the
+    correction of a candidate that moved the right way but not far enough (None when none lags there)."""
+    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config, evidence.conflicted,
+                       evidence.shared)
+    lagging = [t for t, s in found.items() if s.name in (STARVED, BEHIND)]
+    reference = evidence.in_force.mean
+    usable = [r for r in among
+              if all(r.mean.get(t, math.nan) > 0 and reference.get(t, math.nan) > 0 for t in lagging)]
+    if not lagging or not usable:
+        return None
+    best = min(usable, key=lambda r: sum(math.log(r.mean[t] / reference[t]) for t in lagging))
+    under = situations(evidence.terms, evidence.start, best, evidence.alone, config, evidence.conflicted,
+                       evidence.shared)
+    return fixed_point(best.weights, under, sum(evidence.weights.values()))
+
+
 def _corrections(evidence: Evidence, assessments: Sequence[Assessment], found: Mapping[str, Situation],
                  config: Config) -> list[dict[str, float]]:
-    """When no candidate qualifies but some serve a term with something to gain at too high a cost: the geometric
-    midpoint of the cheapest such candidate and the nearest run that costs within the bound (the weights in force
-    at worst), a cheaper step the same way; at most verify_rounds such steps."""
-    costly = [a for a in assessments if not a.qualifies and _to_gain(a, found, evidence.main, config)]
-    if not costly or any(a.qualifies for a in assessments):
+    """At most verify_rounds more runs in all. When a candidate qualifies but leaves a term lagging, the progress
+    fixed point taken again from the best qualifying run for the lagging terms. When none qualifies: where some
+    serve a starved, opposed or main term at too high a cost, the geometric midpoint of the cheapest of them and
+    the nearest run that costs within the bound (the weights in force at worst), a cheaper step the same way; and
+    the fixed point taken again from the run that served the lagging terms best."""
+    left = config.verify_rounds - (len(evidence.candidates) - len(planned(evidence, found, config)))
+    if left <= 0:
         return []
-    cheapest = min(costly, key=lambda a: a.worst_cost)
-    within = [evidence.weights] + [a.weights for a in assessments if a.worst_cost <= config.max_cost]
-    nearest = min(within, key=lambda w: decades(w, cheapest.weights))
-    rounds = len(evidence.candidates) - len(planned(evidence, found, config))
-    return [halfway(nearest, cheapest.weights)] if rounds < config.verify_rounds else []
+    qualifying = [r for r, a in zip(evidence.candidates, assessments) if a.qualifies]
+    if qualifying:
+        rescue = _rescue(evidence, qualifying, config)
+        return distinct([rescue], [evidence.weights, *(r.weights for r in evidence.candidates)]) if rescue else []
+    steps = []
+    costly = [a for a in assessments if _to_gain(a, found, evidence.main, config)]
+    if costly:
+        cheapest = min(costly, key=lambda a: a.worst_cost)
+        within = [evidence.weights] + [a.weights for a in assessments if a.worst_cost <= config.max_cost]
+        steps.append(halfway(min(within, key=lambda w: decades(w, cheapest.weights)), cheapest.weights))
+    rescue = _rescue(evidence, evidence.candidates, config)
+    steps += [rescue] if rescue is not None else []
+    return distinct(steps, [evidence.weights, *(r.weights for r in evidence.candidates)])[:left]
 
 
 def choose(assessments: Sequence[Assessment], config: Config) -> Optional[int]:
@@ -222,10 +257,11 @@ class Judgement:
 
 
 def judge(terms: Sequence[str], start: list[dict[str, float]], in_force: RunEnd, alone: Mapping[str, RunEnd],
-          candidates: Sequence[RunEnd], main: Sequence[str], config: Config) -> Judgement:
+          candidates: Sequence[RunEnd], main: Sequence[str], config: Config,
+          conflicted: Sequence[str] = (), shared: Optional[Sequence[str]] = None) -> Judgement:
     """Situations from the start, each term alone and the weights in force; each candidate assessed against the
     weights in force; the chosen one (None when none qualifies). The profile and the sweep both decide by this."""
-    found = situations(terms, start, in_force, alone, config)
+    found = situations(terms, start, in_force, alone, config, conflicted, shared)
     assessments = [assess(r, in_force, found, main, config) for r in candidates]
     return Judgement(found, assessments, choose(assessments, config))
 
@@ -245,13 +281,15 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(KEEP, dict(evidence.weights), f"keep the weights in force: {why}", in_force_end={},
                               assessments=[], chosen=None, situations={}, tried=False,
                               candidate=candidate[0] if candidate else None, **base)
-    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config)
+    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config,
+                       evidence.conflicted, evidence.shared)
     in_force_end = mean_of(evidence.in_force.end)
     base.update(in_force_end=in_force_end, situations=found)
-    trigger = evidence.dominant is not None or any(s.to_gain for s in found.values())
+    trigger = evidence.dominant is not None or any(s.to_gain or s.name == NEEDS_OTHERS for s in found.values())
     if not trigger:
         return Recommendation(KEEP, dict(evidence.weights), "keep the weights in force: no term dominates, none does "
-                              "clearly worse combined than alone and none is opposed: nothing to try",
+                              "clearly worse combined than alone, none needs the others and none is opposed: "
+                              "nothing to try",
                               assessments=[], chosen=None, tried=False, **base)
     wanted = planned(evidence, found, config)
     pending = [w for w in wanted if _matching(evidence.candidates, w) is None]
@@ -264,7 +302,7 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(KEEP, dict(evidence.weights), "verifying", assessments=[], chosen=None, tried=True,
                               pending=pending, **base)
     judged = judge(evidence.terms, evidence.start, evidence.in_force, evidence.alone, evidence.candidates,
-                   evidence.main, config)
+                   evidence.main, config, evidence.conflicted, evidence.shared)
     assessments = judged.assessments
     more = [w for w in _corrections(evidence, assessments, found, config) if _matching(evidence.candidates, w) is None]
     if more:

@@ -34,6 +34,7 @@ class WeightedRun:
     skipped_updates: int
     before_batches: list[dict[str, float]]
     after_batches: list[dict[str, float]]
+    on: str = "probe"
 
     @property
     def before(self) -> dict[str, float]:
@@ -61,7 +62,8 @@ def train_under(spec: ModelSpec, config: Config, initial_state: Optional[dict], 
     """Train a fresh model from `initial_state` (the run's seed, optimizer and batch stream) under `weights`.
 
     Terms missing from `weights` or weighted 0 are evaluated but not trained; a step whose weighted loss or
-    gradient is not finite is not applied. The probe is evaluated before the first and after the last step.
+    gradient is not finite is not applied. The evaluation batches (`probe`) are evaluated before the first and
+    after the last step.
     """
     model, optimizer, stream, device = start_training(spec, config, initial_state)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -87,7 +89,7 @@ def train_under(spec: ModelSpec, config: Config, initial_state: Optional[dict], 
         if progress is not None:
             progress.update()
     after = probe.evaluate_batches(spec, model, names)
-    return WeightedRun(model, optimizer, dict(weights), steps, losses, skipped, before, after)
+    return WeightedRun(model, optimizer, dict(weights), steps, losses, skipped, before, after, probe.on)
 
 
 def train_alone(spec: ModelSpec, config: Config, initial_state: Optional[dict], term: str, terms: list[str],
@@ -98,7 +100,10 @@ def train_alone(spec: ModelSpec, config: Config, initial_state: Optional[dict], 
 
 
 def run_record(kind: str, step: int, run: WeightedRun, **extra: object) -> dict:
-    """A run's probe figures as a record (kind 'progress' under the weights in force, 'verify' for a verification)."""
+    """A run's figures as a record (kind 'progress' under the weights in force, 'verify' for a candidate): the
+    means and progress for display, and each term on each evaluation batch at the start and at the end, which
+    the rule compares."""
     return {"kind": kind, "step": step, "weights": run.weights, "steps": run.steps, "before": run.before,
-            "after": run.after, "progress": run.progress, "noise": run.noise,
+            "after": run.after, "progress": run.progress, "noise": run.noise, "on": run.on,
+            "start_batches": run.before_batches, "end_batches": run.after_batches,
             "probe_batches": len(run.before_batches), "skipped_updates": run.skipped_updates, **extra}

@@ -2,8 +2,10 @@
 
 - `starved`: goes down alone, clearly less combined (at most starved_ratio of the alone gain, in its units);
 - `behind`: goes down alone and does clearly worse combined than alone (by min_gain or more), yet not starved;
-- `opposed`: gets worse than its start under the weights in force while the others train: a trade-off that no
-  weight rescues;
+- `opposed`: gets worse than its start under the weights in force while the others train, by more than it gains
+  trained alone (a KL term that starts near 0 and rises: not a drowned term that drifts up a little), or is one of
+  a pair whose gradients clearly oppose (gradient-conflict) and does not do clearly well combined: a trade-off
+  that no weight rescues;
 - `needs-others`: does not go down alone but does combined: it needs the others, it is not broken;
 - `stalled`: goes down neither alone nor combined;
 - `learns`: goes down combined, and no clearly worse than alone.
@@ -14,7 +16,8 @@ trigger to try candidates; the decision itself is the rule's, over the candidate
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional, Sequence
+import math
+from typing import Collection, Mapping, Optional, Sequence
 
 from lossdiag.advise.outcome import PerBatch, RunEnd, change
 from lossdiag.config import Config
@@ -46,30 +49,42 @@ class Situation:
         return dataclasses.asdict(self)
 
 
-def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunEnd], config: Config) -> Situation:
-    """Name one term's situation from the start, its run alone (None when it was not run) and the combined run."""
+def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunEnd], config: Config,
+              conflicted: bool = False, judged: bool = True) -> Situation:
+    """Name one term's situation from the start, its run alone (None when it was not run) and the combined run;
+    `conflicted`: the term is in a pair whose gradients clearly oppose. A term not `judged` (it reaches no shared
+    parameter, or the combined run skipped a non-finite update) is only `learns`, `needs-others` or `stalled`."""
     z = config.check_noise_z
     combined = change(in_force.end, start, term)
     alone_change = change(alone.end, start, term) if alone is not None else None
     against = change(in_force.end, alone.end, term) if alone is not None else None
     learns_combined = combined.clear(z) < 0
     learns_alone = alone_change is not None and alone_change.clear(z) < 0
-    if combined.clear(z) > 0:
+    rise = (combined.end - combined.reference) if combined.end is not None else math.inf
+    gain_alone = (combined.reference - alone_change.end) if learns_alone else 0.0
+    if combined.clear(z) > 0 and rise > gain_alone:
         name = OPPOSED
     elif learns_alone and against is not None and against.clear(z) > 0 and (against.change or 0) >= config.min_gain:
-        gain_alone = combined.reference - alone_change.end
         gain_combined = combined.reference - combined.end if combined.end is not None else 0.0
         name = STARVED if gain_combined <= config.starved_ratio * gain_alone else BEHIND
     elif learns_combined:
         name = LEARNS if learns_alone or alone is None else NEEDS_OTHERS
     else:
         name = STALLED if alone is not None and not learns_alone else LEARNS
+    if conflicted and name in (STARVED, BEHIND, STALLED) or conflicted and not learns_combined:
+        name = OPPOSED
+    if not judged and name in (STARVED, BEHIND, OPPOSED):
+        name = LEARNS if learns_combined else STALLED
     return Situation(term, name, combined.reference, alone_change.end if alone_change is not None else None,
                      combined.end, against.change if against is not None else None,
                      against.noise if against is not None else None)
 
 
 def situations(terms: Sequence[str], start: PerBatch, in_force: RunEnd, alone: Mapping[str, RunEnd],
-               config: Config) -> dict[str, Situation]:
-    """Every term's situation, in the terms' order."""
-    return {t: situation(t, start, in_force, alone.get(t), config) for t in terms}
+               config: Config, conflicted: Collection[str] = (),
+               shared: Optional[Collection[str]] = None) -> dict[str, Situation]:
+    """Every term's situation, in the terms' order; `conflicted` are the terms of clearly opposed gradient pairs,
+    `shared` the terms on shared parameters (all when None): only they, and only when the combined run applied
+    every update, can be starved, behind or opposed."""
+    return {t: situation(t, start, in_force, alone.get(t), config, t in conflicted,
+                         (shared is None or t in shared) and not in_force.skipped_updates) for t in terms}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Mapping, Optional, Sequence
+from typing import Collection, Mapping, Optional, Sequence
 
 from lossdiag.advise.probe import Probe
 from lossdiag.advise.runs import WeightedRun, train_alone
@@ -82,7 +82,8 @@ def check_record(index: int, term: str, run: WeightedRun, config: Config) -> dic
     return {"kind": "check", "step": index, "term": term, "status": result.status, "code": result.code,
             "losses": [values[term] for values in run.losses], "loss_start": trend.start, "loss_end": trend.end,
             "relative_drop": trend.relative_drop, "reason": result.reason, "steps": trend.steps,
-            "noise": trend.noise, "probe_batches": len(run.before_batches), "nonfinite_steps": run.skipped_updates}
+            "noise": trend.noise, "probe_batches": len(run.before_batches), "nonfinite_steps": run.skipped_updates,
+            "on": run.on, "start_batches": run.before_batches, "end_batches": run.after_batches}
 
 
 def skipped_record(index: int, term: str, reason: str) -> dict:
@@ -107,18 +108,28 @@ def single_term_records(spec: ModelSpec, config: Config, initial_state: dict, te
     return records
 
 
-def check_findings(run: RunData, config: Config) -> list[Finding]:
-    """`not-decreasing` and `diverging` from the run's check records, with the figures and thresholds."""
+def check_findings(run: RunData, config: Config, needs_others: Collection[str] = ()) -> list[Finding]:
+    """`not-decreasing` and `diverging` from the run's check records, with the figures and thresholds.
+
+    A term in `needs_others` does not go down alone but does under the combined loss: it needs the other terms'
+    supervision (an auxiliary-fed head), which is no fault, so its `not-decreasing` is information, not an error.
+    """
     found = []
     for record in run.extra.get("check", []):
         if record.get("status") != FAIL:
             continue
         term, code = record["term"], record["code"]
+        if code == NOT_DECREASING and term in needs_others:
+            found.append(Finding(code, "info", [term], _message(record, config) + "; under the combined loss it "
+                                 "does go down: it needs the other terms, it is not broken", NEEDS_OTHERS_ADVICE,
+                                 record.get("relative_drop"), _threshold(code, config)))
+            continue
         found.append(Finding(code, "error", [term], _message(record, config), ADVICE[code],
                              record.get("relative_drop"), _threshold(code, config)))
     return found
 
 
+NEEDS_OTHERS_ADVICE = "nothing to fix: it learns from the features the other terms train"
 ADVICE = {
     NOT_DECREASING: "check that its targets match its inputs (shuffled or misaligned labels), its sign and "
                     "reduction, and make_optimizer's learning rate; a term that is only slow to start needs more "

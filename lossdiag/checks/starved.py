@@ -1,21 +1,26 @@
-"""Starved terms: a term that goes down clearly when trained alone but barely moves under the combined loss."""
+"""Findings from the terms' situations (lossdiag.advise.situations): `starved` and `opposed`, each with the
+figures in the term's own units, and the progress rows (alone and combined) the summary and report show."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Collection, Optional
+import math
+from typing import Mapping, Optional
 
+from lossdiag.advise.situations import OPPOSED, STARVED, Situation
 from lossdiag.analyse.run import RunData
-from lossdiag.checks.single_term import PASS
 from lossdiag.config import Config
 from lossdiag.findings import Finding
 
-ADVICE = ("the other terms drown its gradient: train with the recommended weights below (verified by a run from "
-          "the same start unless --no-verify), then profile again with them (--weights) to confirm")
+ADVICE = ("the other terms drown its gradient: see the recommendation below (candidate weightings verified by runs "
+          "from the same start), then profile again with the weights you choose (--weights) to confirm")
+OPPOSED_ADVICE = ("no weight rescues a term the others push up (a KL term in a VAE, an adversarial term): it is a "
+                  "trade-off; choose it by the metric that matters (`lossdiag sweep --metric`)")
 
 
 @dataclasses.dataclass(frozen=True)
 class TermProgress:
-    """One term's progress on the probe batches after the same steps from the same start: alone and combined."""
+    """One term after the same steps from the same start, alone and combined: relative drops on the evaluation
+    batches (a display), and its situation (the rule's reading, in its own units)."""
 
     term: str
     steps: int
@@ -23,44 +28,49 @@ class TermProgress:
     combined: Optional[float]
     starved: bool
     skipped_updates: int
+    situation: Optional[str] = None
 
 
-def progress(run: RunData, config: Config, opposed: Collection[str] = ()) -> list[TermProgress]:
-    """Compare each passing single-term check with the same term under the weights in force, on the probe batches.
-
-    Both runs start from the same state and train for the same steps ('progress' record). Only terms on shared
-    parameters can be starved: another term's slower progress comes from features that move under it, which no
-    weight changes. Terms in an opposed pair are not starved either: their stall is the trade-off the conflict
-    finding reports. Nor is a term judged when the combined run skipped an update (a non-finite one).
-    """
+def progress(run: RunData, found: Mapping[str, Situation]) -> list[TermProgress]:
+    """Each term that was trained alone, against the same term under the weights in force ('progress' record)."""
     combined_runs = run.extra.get("progress", [])
     if not combined_runs:
         return []
     combined_run = combined_runs[-1]
-    skipped = int(combined_run.get("skipped_updates", 0))
-    found = []
+    rows = []
     for record in run.extra.get("check", []):
         term = record["term"]
-        if record.get("status") != PASS or term not in run.shared_terms:
+        if record.get("status") == "skipped" and term not in found:
             continue
-        alone, combined = record.get("relative_drop"), combined_run["progress"].get(term)
-        found.append(TermProgress(term, int(combined_run["steps"]), alone, combined,
-                                  term not in opposed and not skipped and is_starved(alone, combined, config),
-                                  skipped))
-    return found
+        seen = found.get(term)
+        rows.append(TermProgress(term, int(combined_run["steps"]), record.get("relative_drop"),
+                                 combined_run["progress"].get(term), bool(seen and seen.name == STARVED),
+                                 int(combined_run.get("skipped_updates", 0)), seen.name if seen else None))
+    return rows
 
 
-def is_starved(alone: Optional[float], combined: Optional[float], config: Config) -> bool:
-    """Goes down clearly alone (at least starved_min_drop) but at most starved_ratio of that when combined."""
-    return (alone is not None and combined is not None and alone >= config.starved_min_drop
-            and combined <= config.starved_ratio * alone)
+def _number(value: Optional[float]) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
-def starved_findings(results: list[TermProgress], config: Config) -> list[Finding]:
-    """`starved` for each term that goes down clearly alone but barely moves combined; both figures in the message."""
-    return [Finding(
-        "starved", "warning", [r.term],
-        f"'{r.term}' goes down {r.alone:.1%} trained alone but {r.combined:.1%} under the weights in force, on "
-        f"the probe batches after the same {r.steps} steps from the same start (starved: combined progress at most "
-        f"{config.starved_ratio:g} times an alone progress of at least {config.starved_min_drop:.0%})",
-        ADVICE, r.combined / r.alone, config.starved_ratio) for r in results if r.starved]
+def situation_findings(found: Mapping[str, Situation], on: str, steps: int, config: Config) -> list[Finding]:
+    """`starved` (warning) and `opposed` (warning) with each term's losses at the start, alone and combined."""
+    findings = []
+    where = f"on the {on} batches after the same {steps} steps from the same start"
+    for term, seen in found.items():
+        if seen.name == STARVED:
+            gain_alone = seen.start - seen.alone
+            ratio = (seen.start - seen.combined) / gain_alone if gain_alone else None
+            findings.append(Finding(
+                "starved", "warning", [term],
+                f"'{term}' goes from {_number(seen.start)} to {_number(seen.alone)} trained alone but only to "
+                f"{_number(seen.combined)} under the weights in force, {where} (starved: it makes at most "
+                f"{config.starved_ratio:g} of its alone gain combined, and ends clearly worse than alone)",
+                ADVICE, ratio, config.starved_ratio))
+        elif seen.name == OPPOSED and seen.combined is not None and seen.combined > seen.start:
+            findings.append(Finding(
+                "opposed", "warning", [term],
+                f"'{term}' gets worse while the others train: from {_number(seen.start)} at the start to "
+                f"{_number(seen.combined)} under the weights in force, {where} (beyond {config.check_noise_z:g} "
+                f"noise standard errors)", OPPOSED_ADVICE, seen.combined, seen.start))
+    return findings

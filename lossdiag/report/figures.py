@@ -343,29 +343,35 @@ def weight_bars(terms: Sequence[str], current: Sequence[float], recommended: Seq
     return figure
 
 
-def progress_bars(terms: Sequence[str], runs: Sequence[tuple[str, Sequence[Optional[float]]]],
-                  threshold: Optional[Sequence[Optional[float]]] = None, ax: Optional[Axes] = None) -> Figure:
-    """Each term's progress (relative drop on the probe batches) under each named run, as grouped bars; a short
-    black tick marks where a term would be starved (starved_ratio times its progress alone)."""
+def end_loss_bars(terms: Sequence[str], runs: Sequence[tuple[str, Sequence[Optional[float]]]],
+                  starts: Sequence[Optional[float]], ax: Optional[Axes] = None) -> Figure:
+    """Each term's loss at the end of each named run, as grouped bars scaled per term by the largest magnitude among
+    its start and its ends (so a term that starts at 0 reads as well as one that starts at 4000), each bar labelled
+    with the loss in the term's units; a dashed tick marks the start."""
     ax = _axes(ax, WIDE)
     x = np.arange(len(terms))
     width = 0.8 / max(1, len(runs))
-    for r, (name, values) in enumerate(runs):
-        heights = _nan_floats(values)
+    table = np.array([_nan_floats(values) for _, values in runs], dtype=float).reshape(len(runs), len(terms))
+    start = _nan_floats(starts)
+    magnitudes = np.abs(np.vstack([table, start[None, :]]))
+    scale = np.where(np.isfinite(magnitudes), magnitudes, -np.inf).max(axis=0)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+    for r, (name, _) in enumerate(runs):
         positions = x - 0.4 + width * (r + 0.5)
+        heights = table[r] / scale
         ax.bar(positions, np.nan_to_num(heights), width, color=COLOURS[r % len(COLOURS)], edgecolor="black",
                hatch=HATCHES[r % len(HATCHES)], label=name)
-        for position, value in zip(positions, heights):
+        for position, height, value in zip(positions, heights, table[r]):
             if math.isfinite(value):
-                ax.text(position, max(value, 0.0), f"{value:.0%}", ha="center", va="bottom", fontsize=FONT - 1)
-    for k, level in enumerate(threshold or []):
-        if level is not None and math.isfinite(level):
+                ax.text(position, max(height, 0.0), f"{value:.3g}", ha="center", va="bottom", fontsize=FONT - 1)
+    for k, level in enumerate(start / scale):
+        if math.isfinite(level):
             ax.hlines(level, k - 0.45, k + 0.45, colors="black", linestyles="--", linewidth=1.0,
-                      label="starved below" if k == 0 else None)
+                      label="start" if k == 0 else None)
     ax.axhline(0.0, color="black", linewidth=0.6)
     ax.set_xticks(x, [label(t, 32) for t in terms], rotation=20, ha="right")
     _legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return _finish(ax, "Progress of each term on the probe batches", "", "relative drop")
+    return _finish(ax, "Each term's loss at the end of each run", "", "end loss / the term's largest")
 
 
 def layer_map(modules: Sequence[str], terms: Sequence[str], shares: np.ndarray, ax: Optional[Axes] = None) -> Figure:
@@ -489,18 +495,17 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     add("checks", "Single-term checks", "Each term trained alone from the same start (solid) against the same term "
         "under the combined loss (dashed). A term that falls alone but not combined is starved.",
         (lambda: check_curves(curves)) if curves else None, "no single-term checks in this run")
-    advice = summary.get("in_force")
-    if advice is not None:
-        alone = [summary["per_term"][t].get("progress_alone") for t in terms]
-        runs = [("alone", alone), ("weights in force", [advice["progress"].get(t) for t in terms])]
-        if summary.get("verification"):
-            runs.append(("recommended", [summary["verification"]["progress"].get(t) for t in terms]))
-        ratio = diagnosis.config.starved_ratio
-        levels = [ratio * a if a is not None and a >= diagnosis.config.starved_min_drop else None for a in alone]
-        add("progress", "Progress under each weighting", "Each term's relative drop on the probe batches after the "
-            "same steps from the same start: trained alone, under the weights in force, and under the recommended "
-            "weights (the verification run). A dashed mark shows where a term counts as starved.",
-            lambda: progress_bars(terms, runs, levels))
+    outcome, situations = summary.get("outcome"), summary.get("situations") or {}
+    if outcome is not None:
+        runs = [("alone", [situations.get(t, {}).get("alone") for t in terms]),
+                ("weights in force", [outcome["in_force"].get(t) for t in terms])]
+        if outcome.get("chosen") is not None:
+            runs.append(("recommended", [outcome["candidates"][outcome["chosen"]]["end"].get(t) for t in terms]))
+        starts = [situations.get(t, {}).get("start") for t in terms]
+        add("progress", "Loss at the end under each weighting", f"Each term's mean loss on the {outcome['on']} "
+            "batches after the same steps from the same start: trained alone, under the weights in force and under "
+            "the recommended weights; each term's bars are scaled by its largest value and labelled in its own "
+            "units, the dashed tick is its start.", lambda: end_loss_bars(terms, runs, starts))
     curve = diagnosis.alpha_curve
     if curve is not None:
         add("alpha", "Alpha curve", "The share of the first term that each alpha would give, predicted from the "
@@ -512,10 +517,11 @@ def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     else:
         current = [diagnosis.current_weights.get(t, 1.0) for t in terms]
         recommended = [(summary.get("recommended_weights") or diagnosis.current_weights).get(t, 1.0) for t in terms]
-        add("weights", "Recommended weights", "The weights in force beside the recommended ones (their sum kept); "
-            "the axis is logarithmic when they span decades.",
-            (lambda: weight_bars(terms, current, recommended)) if len(terms) >= 2 else None,
-            "one term: there is no balance to recommend")
+        if current != recommended:
+            add("weights", "Recommended weights", "The weights in force beside the recommended ones (their sum "
+                "kept); the axis is logarithmic when they span decades.",
+                (lambda: weight_bars(terms, current, recommended)) if len(terms) >= 2 else None,
+                "one term: there is no balance to recommend")
     modules, shares = _layer_shares(summary, terms)
     add("layers", "Per-layer map", "For each shared module, each term's share of its weighted gradient: where in "
         "the network one term takes over.",

@@ -33,7 +33,7 @@ def weights_text(weights: dict, terms: list[str], separator: str = ",") -> str:
 def paste_lines(sweep: dict, model_path: Optional[str] = None) -> list[str]:
     """The recommended weights as a line to paste, alpha in the forum's form, and the command that checks them."""
     index = sweep["recommended"]
-    if index is None:
+    if index is None or sweep.get("kept"):
         return []
     point, terms = sweep["points"][index], sweep["terms"]
     weights = point["weights"]
@@ -43,7 +43,8 @@ def paste_lines(sweep: dict, model_path: Optional[str] = None) -> list[str]:
                      f"{term_text(terms[1])}")
     if model_path:
         lines.append(f"check it: lossdiag profile {shlex.quote(safe(model_path))} "
-                     f"--weights {shlex.quote(weights_text(weights, terms))}")
+                     f"--weights {shlex.quote(weights_text(weights, terms))} --check-steps {sweep['sweep_steps']} "
+                     f"--seed {sweep['seed']}")
     return lines
 
 
@@ -54,6 +55,9 @@ def verdict(sweep: dict) -> str:
         return ("no point can be recommended: every point has a missing or non-finite "
                 f"{'metric' if sweep['metric'] else 'progress'}; see the table")
     point, terms = sweep["points"][index], sweep["terms"]
+    if sweep.get("kept"):
+        return (f"keep the weights in force: no point qualifies under the rule ({point_name(point, terms)} is the "
+                f"weights in force); see the table for what each point costs, or choose with --metric")
     progress = ", ".join(f"{term_text(t)} {percent(point['progress'][t])}" for t in terms)
     text = f"recommended: {point_name(point, terms)} ({progress} progress"
     current = next((p for p in sweep["points"] if p.get("current")), None)

@@ -79,39 +79,84 @@ def check_command(summary: dict, model_path: str, weights: dict) -> str:
     return " ".join(parts)
 
 
-def _outcome_cells(outcome: Optional[dict], term: str) -> list[str]:
-    if outcome is None:
-        return ["-", "-", "-"]
-    return [number(outcome["shares"].get(term), 3), number(outcome["applied_shares"].get(term), 3),
-            percent(outcome["progress"].get(term))]
+def signed(value: Optional[float]) -> str:
+    """A relative change with its sign ('-' when missing); past +-1000%, 3 significant digits."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:+.1%}" if abs(value) < 10 else f"{value * 100:+.3g}%"
+
+
+def outcome_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
+    """The candidates table: the weights in force and each verified candidate, each term's mean loss at the end of
+    the run on the evaluation batches, and a candidate's change against the weights in force with its noise."""
+    outcome, terms = summary["outcome"], summary["terms"]
+    header = ["run", *(term_text(t) for t in terms), "verdict"]
+    rows = [["in force: " + format_pairs({t: number(summary["weights"][t], 3) for t in terms}),
+             *(number(outcome["in_force"].get(t)) for t in terms), ""]]
+    for k, candidate in enumerate(outcome["candidates"]):
+        cells = []
+        for term in terms:
+            change, noise = candidate["change"].get(term), candidate["noise"].get(term)
+            cells.append(f"{number(candidate['end'].get(term))} ({signed(change)}"
+                         + (f" ±{percent(noise)})" if noise is not None else ")"))
+        mark = "recommended: " if k == outcome.get("chosen") else ""
+        rows.append([format_pairs({t: number(candidate["weights"][t], 3) for t in terms}), *cells,
+                     mark + safe(candidate["verdict"])])
+    return header, rows
+
+
+def outcome_lines(summary: dict) -> list[str]:
+    """How each candidate ended against the weights in force, and the rule's numbers."""
+    outcome, config = summary.get("outcome"), summary.get("config", {})
+    if not outcome or not outcome["candidates"]:
+        return []
+    lines = [f"outcome: each term's mean loss at the end of {config.get('check_steps')} steps from the same start, on "
+             f"the {outcome['on']} batches; in brackets the change against the weights in force, ± one noise "
+             f"standard error"]
+    lines += _table(*outcome_rows(summary))
+    main = summary.get("main") or []
+    lines.append(f"the rule: reweight only for a candidate that makes a term (not an opposed one) clearly better, by "
+                 f"{percent(config.get('min_gain'))} or more beyond {number(config.get('check_noise_z'))} noise "
+                 f"standard errors, while no other term pays more than {percent(outcome['max_cost'])} (max_cost)"
+                 + (f" and main {', '.join(term_text(t) for t in main)} pays nothing beyond noise" if main else "")
+                 + "; of those, the one that serves all terms best, the cheapest among near ties")
+    return lines
 
 
 def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
-    """The recommendation: weights in force against recommended, each term's share and progress under both, the
-    spread of each weight, the line to paste and the command that checks it."""
+    """The recommendation: the candidates verified on the outcome, the weights in force against the recommended
+    ones (share of the gradient and loss at each run's end), the line to paste and the command that checks it."""
     kind = summary.get("recommendation")
     if kind is None:
         return []
     terms, config = summary["terms"], summary.get("config", {})
     recommended, in_force, verified = summary["recommended_weights"], summary.get("in_force"), summary["verification"]
     lines = ["", f"recommendation: {kind} ({safe(summary['recommendation_reason'])})"]
-    if in_force is not None:
+    lines += outcome_lines(summary)
+    if summary.get("candidate_weights"):
+        lines.append("  candidate (not verified): " + format_pairs(
+            {t: number(summary["candidate_weights"][t], 3) for t in terms}))
+    if in_force is not None and verified is not None:
+        outcome = summary["outcome"]
+        chosen = outcome["candidates"][outcome["chosen"]]
         spread = summary.get("recommended_spread") or {}
         rows = []
         for term in terms:
             low, high = spread.get(term, (None, None))
             weight = number(recommended[term], 3) + (f" ({number(low, 3)}-{number(high, 3)})" if low is not None else "")
-            rows.append([term_text(term), number(summary["weights"][term], 3), *_outcome_cells(in_force, term), weight,
-                         *_outcome_cells(verified, term), percent(summary["per_term"][term].get("progress_alone"))])
-        lines += _table(["term", "in force", "share", "applied", "progress", "recommended", "share", "applied",
-                         "progress", "alone"], rows)
-        lines.append(f"after {config.get('check_steps')} steps from the start under each: share of the weighted "
-                     f"gradient on shared parameters, raw and as the optimizer applies it (Adam-family: scaled by its "
-                     f"second moment); progress: relative drop on {config.get('probe_batches')} probe batches; "
-                     f"alone: the term trained alone")
+            situation = (summary.get("situations") or {}).get(term) or {}
+            rows.append([term_text(term), number(summary["weights"][term], 3), number(in_force["shares"].get(term), 3),
+                         number(outcome["in_force"].get(term)), weight, number(verified["shares"].get(term), 3),
+                         number(chosen["end"].get(term)), signed(chosen["change"].get(term)),
+                         number(situation.get("alone"))])
+        lines += _table(["term", "in-force", "end-share", "end-loss", "recommended", "end-share", "end-loss",
+                         "change", "alone-end"], rows)
+        lines.append(f"end-share: each term's share of the weighted gradient on shared parameters at the end of the "
+                     f"run under those weights (not the recorded window's median above); end-loss: its mean on the "
+                     f"{outcome['on']} batches at the end; alone-end: trained alone")
     if kind == "trade-off" and model_path:
         lines.append(f"  sweep it: lossdiag sweep {shlex.quote(safe(model_path))} --metric NAME "
-                     f"(NAME: a metric your validate(model) returns; without --metric: no term left behind)")
+                     f"(NAME: a metric your validate(model) returns; without --metric: the same rule as here)")
     if kind != "reweight":
         return lines
     weights = recommended
@@ -149,6 +194,17 @@ def percent(value: Optional[float]) -> str:
     return f"{value:.1%}" if abs(value) < 10 else f"{value * 100:.3g}%"
 
 
+UNREADABLE_DROP = 10.0
+
+
+def readable_drop(value: Optional[float]) -> str:
+    """A relative drop as a percentage, or 'from ~0' past 1000% (a term that starts near 0: its losses in units,
+    beside it, say what happened)."""
+    if value is not None and math.isfinite(value) and abs(value) > UNREADABLE_DROP:
+        return "from ~0"
+    return percent(value)
+
+
 def findings_lines(summary: dict) -> list[str]:
     """Each finding with its severity, code, message (figures and threshold) and what to do."""
     if not summary["findings"]:
@@ -172,23 +228,30 @@ def checks_lines(summary: dict) -> list[str]:
     for check in checks:
         status = f"{check['status']} ({check['code']})" if check.get("code") else check["status"]
         row = [term_text(check["term"]), status, f"{number(check['loss_start'])} -> {number(check['loss_end'])}",
-               percent(check["relative_drop"])]
+               readable_drop(check["relative_drop"])]
         if combined:
-            row += [percent(check.get("combined_relative_drop")), "starved" if check.get("starved") else ""]
+            situation = (summary.get("situations") or {}).get(check["term"]) or {}
+            row += [number(situation.get("combined")), readable_drop(check.get("combined_relative_drop")),
+                    safe(situation.get("name") or "")]
         rows.append(row)
-    header = ["term", "check", "loss start -> end", "drop alone"] + (["drop combined", "finding"] if combined else [])
+    header = ["term", "check", "loss start -> end", "drop alone"] + (
+        ["end combined", "drop combined", "situation"] if combined else [])
+    on = (summary.get("outcome") or {}).get("on", "probe")
+    count = checks[0].get("probe_batches") or config.get("probe_batches")
     lines = ["", f"single-term checks: each term trained alone (weight 1) from the run's start for "
-                 f"{config.get('check_steps')} steps; start and end: its mean on {config.get('probe_batches')} "
-                 f"probe batches fixed at the start"]
+                 f"{config.get('check_steps')} steps; start and end: its mean on {count} {on} batches fixed at the "
+                 f"start"]
     lines += _table(header, rows)
     lines.append(f"pass: a drop beyond {number(config.get('check_noise_z'))} noise standard errors (below "
                  f"{percent(config.get('check_min_drop'))}: slow); not-decreasing: a drop of "
                  f"{percent(config.get('check_min_drop'))} ruled out by the noise; diverging: a rise of "
                  f"{percent(config.get('check_max_rise'))} or more beyond the noise")
     if combined:
-        lines.append(f"starved: after as many steps under the weights in force, its drop is at most "
-                     f"{number(config.get('starved_ratio'))} times an alone drop of at least "
-                     f"{percent(config.get('starved_min_drop'))}")
+        lines.append(f"situation, from the end losses after as many steps under the weights in force (clearly: beyond "
+                     f"{number(config.get('check_noise_z'))} noise standard errors): starved: goes down alone, ends "
+                     f"clearly worse combined and makes at most {number(config.get('starved_ratio'))} of its alone gain; "
+                     f"behind: ends clearly worse combined than alone; opposed: ends clearly above its start combined; "
+                     f"needs-others: goes down only combined; stalled: neither")
     lines += [f"  {quoted_term(c['term'])} skipped: {safe(c['reason'])}" for c in checks if c["status"] == "skipped"]
     return lines
 
@@ -237,7 +300,7 @@ def render(summary: dict, model_path: Optional[str] = None, out: Optional[str] =
                      number(row.get("recommended_weight"), 3)])
     lines += _table(["term", "weight", "loss first -> last", "grad norm", "weighted", "share", "recommended"],
                     rows)
-    lines += ["", f"share: of the weighted gradient on shared parameters (median over recorded steps); "
+    lines += ["", f"share: of the weighted gradient on shared parameters, median over the recorded steps; "
                   f"dominance threshold {number(summary['dominance_threshold'])}"]
     lines += findings_lines(summary)
     lines += checks_lines(summary)

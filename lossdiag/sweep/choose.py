@@ -1,13 +1,18 @@
-"""Which sweep point to recommend: the one --metric prefers, else the one that leaves no term behind.
+"""Which sweep point to recommend: the one --metric prefers, else the one the profile's rule prefers over the
+weights in force (lossdiag.advise.rule), or the weights in force when no point qualifies.
 
-Plain functions over plain data: each point's progress per term (relative drop on the probe batches), its
-metrics, and each term's progress trained alone for as many steps.
+Plain functions over plain data: each point's end losses on the evaluation batches, its metrics, and each term's
+end trained alone for as many steps.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
 from typing import Mapping, Optional, Sequence
+
+from lossdiag.advise.outcome import RunEnd
+from lossdiag.advise.rule import judge
+from lossdiag.config import Config
 
 MAX_SUFFIX = "_max"
 
@@ -44,59 +49,37 @@ class Choice:
     index: Optional[int]
     scores: list[Optional[float]]
     criterion: str
+    kept: bool = False
 
 
-def reference_progress(alone: Mapping[str, Optional[float]], progress: Sequence[Mapping[str, Optional[float]]],
-                       terms: Sequence[str], min_alone: float) -> tuple[dict[str, float], list[str]]:
-    """Each term's yardstick, its progress trained alone, and the terms left out (it does not progress alone).
+def by_rule(points: Sequence[Mapping], alone: Mapping[str, Sequence[Mapping[str, float]]],
+            start: Sequence[Mapping[str, float]], terms: Sequence[str], config: Config) -> Choice:
+    """Without --metric: the one rule of the profile (lossdiag.advise.rule) over the points, each against the
+    point under the weights in force on each term's end loss; the weights in force when no point qualifies.
 
-    Where the alone run is missing (a sweep killed before it finished), the best progress of any point stands in.
+    A point's score is how much better it serves all terms than the weights in force (the sum of log end-loss
+    ratios), None where it cannot be compared.
     """
-    found, left_out = {}, []
-    for term in terms:
-        value = alone.get(term)
-        if not _finite(value):
-            seen = [p[term] for p in progress if _finite(p.get(term))]
-            value = max(seen) if seen else None
-        if _finite(value) and value >= min_alone:
-            found[term] = value
-        else:
-            left_out.append(term)
-    return found, left_out
-
-
-def distance(weights: Mapping[str, float], centre: Mapping[str, float]) -> float:
-    """How far weights are from the centre, in decades of their ratios: for two terms |log10 odds - log10 odds'|.
-
-    The spread (largest minus smallest) of log10(weight / centre weight) over the terms, blind to a common scale.
-    """
-    logs = [math.log10(weights[t] / centre[t]) if weights[t] > 0 and centre[t] > 0 else math.inf for t in centre]
-    return max(logs) - min(logs) if all(math.isfinite(v) for v in logs) else math.inf
-
-
-def by_progress(progress: Sequence[Mapping[str, Optional[float]]], alone: Mapping[str, Optional[float]],
-                terms: Sequence[str], min_alone: float, weights: Sequence[Mapping[str, float]],
-                centre: Mapping[str, float], tolerance: float) -> Choice:
-    """The point whose worst term, as a fraction of that term's progress alone, is best (no term left behind).
-
-    Scores within `tolerance` of the best are a tie (the score is flat where every term is near its alone
-    progress), settled by the point nearest the centre (the suggestion): the smallest change that serves.
-    """
-    reference, left_out = reference_progress(alone, progress, terms, min_alone)
-    scores: list[Optional[float]] = []
-    for point in progress:
-        ratios = [point.get(t) / reference[t] if _finite(point.get(t)) else None for t in reference]
-        scores.append(min(ratios) if ratios and None not in ratios else None)
-    rule = ("the smallest progress of any term relative to its progress trained alone for as many steps "
-            f"(no term left behind); of the points within {tolerance:g} of the best, the nearest the suggestion")
-    if left_out:
-        rule += (f"; left out: {', '.join(left_out)} (progress alone below {min_alone:g}, "
-                 f"so no weight can make it move)")
-    best = _best(scores, higher=True)
-    if best is None:
-        return Choice(None, scores, rule)
-    tied = [k for k, s in enumerate(scores) if s is not None and s >= scores[best] - tolerance]
-    return Choice(min(tied, key=lambda k: (distance(weights[k], centre), -scores[k])), scores, rule)
+    current = next((k for k, p in enumerate(points) if p.get("current") and p.get("end_batches")), None)
+    rule = (f"the one rule, on each term's loss at the end against the weights in force: a point must make a term "
+            f"clearly better by {config.min_gain:.0%} or more while no other term pays more than {config.max_cost:.0%}"
+            + (f" and main {', '.join(config.main)} pays nothing" if config.main else "")
+            + "; of those, the one that serves all terms best, the cheapest among near ties")
+    if current is None or not start:
+        return Choice(None, [None] * len(points), rule + "; the point under the weights in force is missing")
+    others = [k for k, p in enumerate(points) if k != current and p.get("end_batches")]
+    in_force = RunEnd(dict(points[current]["weights"]), [dict(b) for b in points[current]["end_batches"]])
+    judged = judge(terms, [dict(b) for b in start], in_force,
+                   {t: RunEnd({t: 1.0}, [dict(b) for b in ends]) for t, ends in alone.items() if ends},
+                   [RunEnd(dict(points[k]["weights"]), [dict(b) for b in points[k]["end_batches"]]) for k in others],
+                   config.main or [], config)
+    scores: list[Optional[float]] = [None] * len(points)
+    scores[current] = 0.0
+    for k, assessment in zip(others, judged.assessments):
+        scores[k] = assessment.value
+    if judged.chosen is None:
+        return Choice(current, scores, rule + "; no point qualifies, so the weights in force are kept", kept=True)
+    return Choice(others[judged.chosen], scores, rule)
 
 
 def by_metric(metrics: Sequence[Mapping[str, Optional[float]]], metric: str) -> Choice:

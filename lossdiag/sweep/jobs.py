@@ -17,7 +17,7 @@ from typing import Iterator, Optional, Sequence
 
 import torch
 
-from lossdiag.advise.probe import Probe, draw_probe
+from lossdiag.advise.probe import Probe, evaluation_probe
 from lossdiag.advise.runs import train_under
 from lossdiag.config import Config
 from lossdiag.profiler import device_of
@@ -56,7 +56,8 @@ def run_job(bench: Bench, job: Job) -> dict:
     if job.kind == "point" and bench.spec.validate is not None:
         metrics = evaluate(bench.spec, trained.model, bench.config.seed, bench.metric_names, bench.config.metric)
     return {"kind": job.kind, "step": job.index, **job.describe, "weights": job.weights,
-            "progress": trained.progress, "final": trained.after, "metrics": metrics,
+            "progress": trained.progress, "final": trained.after, "end_batches": trained.after_batches,
+            "metrics": metrics,
             "noise": trained.noise, "skipped_updates": trained.skipped_updates, "seconds": time.perf_counter() - started}
 
 
@@ -69,8 +70,9 @@ def available_cores() -> int:
 
 
 def probe_for(spec: ModelSpec, config: Config) -> Probe:
-    """The probe batches every run of a sweep is scored on (probe_batches of them, as the checks use)."""
-    return draw_probe(spec, config.probe_batches, config.seed, device_of(config))
+    """The evaluation batches every run of a sweep is scored on: validation_batches() when the model file has it,
+    else probe_batches probe batches, as the profile uses."""
+    return evaluation_probe(spec, config.probe_batches, config.seed, device_of(config))
 
 
 _BENCH: Optional[Bench] = None

@@ -8,11 +8,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Optional, Sequence
 
+from lossdiag.config import FIELDS, Config
 from lossdiag.record.schema import SWEEP_FIELDS, SWEEP_REQUIRED, valid
-from lossdiag.sweep.choose import Choice, by_metric, by_progress, pareto
+from lossdiag.sweep.choose import Choice, by_metric, by_rule, pareto
 
 SWEEP_RECORDS = "sweep_records.jsonl"
 HEADER, POINT, ALONE, END = "sweep", "point", "alone", "end"
+
+
+def rule_config(recorded: dict) -> Config:
+    """The thresholds the sweep was run with, as the rule reads them (keys this version lacks are ignored)."""
+    return dataclasses.replace(Config(), **{k: v for k, v in recorded.items() if k in FIELDS})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,8 +65,8 @@ class SweepData:
         if config.get("metric"):
             choice = by_metric([p["metrics"] for p in points], config["metric"])
         else:
-            choice = by_progress(progress, alone, terms, config["check_min_drop"], [p["weights"] for p in points],
-                                 meta["suggested"], config["sweep_tolerance"])
+            ends = {r["term"]: r.get("end_batches") for r in records if r.get("kind") == ALONE}
+            choice = by_rule(points, ends, meta["probe"].get("start_batches") or [], terms, rule_config(config))
         ended = any(r.get("kind") == END for r in records)
         return cls(meta, points, alone, pareto(progress, terms), choice, ended, torn, tuple(repairs))
 
@@ -77,5 +83,5 @@ class SweepData:
                 "metric": self.metric, "probe": meta["probe"], "alone": self.alone, "points": points,
                 "pareto": self.pareto, "recommended": self.choice.index, "criterion": self.choice.criterion,
                 "planned_points": self.planned, "complete": self.ended and len(self.points) == self.planned,
-                "ended_early": not self.ended and len(self.points) < self.planned,
+                "ended_early": not self.ended and len(self.points) < self.planned, "kept": self.choice.kept,
                 **({"record_repairs": list(self.repairs)} if self.repairs else {})}

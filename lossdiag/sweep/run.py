@@ -22,7 +22,7 @@ from lossdiag.profiler import TrainingRun, ensure_steps, initial_state, start_tr
 from lossdiag.progress import Progress
 from lossdiag.record.stream import RecordWriter
 from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec
+from lossdiag.spec import ModelSpec, check_main
 from lossdiag.sweep.grid import Candidate, alpha_of, candidates
 from lossdiag.sweep.jobs import Bench, Job, available_cores, probe_for, run_all
 from lossdiag.sweep.metrics import check_metric, evaluate
@@ -89,6 +89,7 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
             start = initial_state(spec, config)
             current, suggested = _centre(spec, config, start, enabled)
             terms = list(current)
+            check_main(spec, config.main, terms)
             plan = candidates(terms, suggested, current, config.points)
             probe = probe_for(spec, config)
             model = start_training(spec, config, start)[0]
@@ -101,7 +102,8 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
                   "source": spec.source, "terms": terms, "weights": current, "suggested": suggested,
                   "suggested_alpha": alpha_of(suggested, terms) if len(terms) == 2 else None,
                   "plan": [c.to_dict() for c in plan], "config": config.to_dict(), "jobs": processes,
-                  "probe": {"batches": config.probe_batches, "start": probe.evaluate(spec, model)},
+                  "probe": {"batches": len(probe.batches), "on": probe.on, "start": probe.evaluate(spec, model),
+                            "start_batches": probe.evaluate_batches(spec, model)},
                   "start_metrics": evaluate(spec, model, config.seed, names, config.metric) if names else None})
             bench = Bench(spec, config, start, probe, names)
             for done, record in enumerate(run_all(bench, jobs, processes, model_path, Path(scratch)), start=1):
