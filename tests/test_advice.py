@@ -53,7 +53,7 @@ def chosen(summary: dict) -> dict:
 def test_two_outputs_is_reweighted_and_the_verified_candidate_rescues_classification(two_outputs):
     code, summary, text = two_outputs
     assert starved(summary) == {"classification"}
-    assert summary["recommendation"] == "reweight" and summary["outcome"]["on"] == "probe"
+    assert summary["recommendation"] == "reweight" and summary["outcome"]["on"] == "validation"
     picked = chosen(summary)
     assert picked["weights"] == summary["recommended_weights"] == summary["verification"]["weights"]
     assert picked["change"]["classification"] <= -CONFIG.min_gain
@@ -119,8 +119,9 @@ def test_the_recommended_weights_rescue_the_term_a_misscaled_one_starves(tmp_pat
     assert again["progress"]["main"] >= 3 * summary["progress"]["main"]
 
 
-def test_a_candidate_that_costs_a_term_beyond_the_bound_is_never_printed(two_outputs):
-    _, summary, _ = two_outputs
+def test_a_candidate_that_costs_a_term_beyond_the_bound_is_never_printed(tmp_path):
+    _, summary, text = profile(tmp_path, FIXTURES / "opposed.py", "--no-checks")
+    assert summary["recommendation"] == "trade-off" and "loss_total" not in text
     costly = [c for c in summary["outcome"]["candidates"] if "(bound 10%)" in c["verdict"]]
     assert costly, "the fixture no longer has a candidate that costs a term beyond the bound"
     assert all(c["weights"] != summary["recommended_weights"] for c in costly)
