@@ -108,7 +108,7 @@ def test_check_rejects_the_options_it_does_not_use(tmp_path, option):
 def test_the_check_it_line_carries_names_with_commas_and_equals_back_to_weights(tmp_path):
     names = 'NAMES = ["mse, scaled", "kl=beta"]\n'
     model = model_file(tmp_path, names)
-    target = '"mse, scaled"=0.99'   # far off the shares, so the advice is a reweight with a line to check
+    target = '"mse, scaled"=0.99'   # far off the shares, so there is a candidate with a line to check
     completed = run_cli("profile", model, "--steps", "6", "--no-checks", "--no-verify", "--target", target,
                         "--out", tmp_path / "out")
     assert completed.returncode in (0, 1), completed.stderr
@@ -116,7 +116,7 @@ def test_the_check_it_line_carries_names_with_commas_and_equals_back_to_weights(
     import shlex
     argv = shlex.split(line.split("check it:", 1)[1])
     weights = argv[argv.index("--weights") + 1]
-    recommended = json.loads((tmp_path / "out" / "summary.json").read_text())["recommended_weights"]
+    recommended = json.loads((tmp_path / "out" / "summary.json").read_text())["candidate_weights"]
     assert parse_weights(weights).keys() == recommended.keys() == {"mse, scaled", "kl=beta"}
     assert parse_weights(argv[argv.index("--target") + 1]) == {"mse, scaled": 0.99}
     rerun = run_cli("profile", model, "--steps", "6", "--no-checks", "--weights", weights, "--out", tmp_path / "again")

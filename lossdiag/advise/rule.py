@@ -274,10 +274,11 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
     """keep / reweight / trade-off from the evidence, or the candidates still to run (`pending`)."""
     base = dict(on=evidence.on, target_shares=evidence.targets, main=list(evidence.main), max_cost=config.max_cost)
     if evidence.in_force is None:
-        candidate = planned(evidence, {}, config)[:1] if evidence.dominant is not None else []
+        candidate = planned(evidence, {}, config)[:1] if evidence.dominant or evidence.user_targets else []
         why = ("not verified: no run from the same start could be made here; verify the candidate with "
                "lossdiag.profile, find_weights or `lossdiag profile --weights`" if candidate else
-               "no term dominates and no run from the same start was made to judge by outcome")
+               "no term dominates, no target shares are set and no run from the same start was made to judge by "
+               "outcome")
         return Recommendation(KEEP, dict(evidence.weights), f"keep the weights in force: {why}", in_force_end={},
                               assessments=[], chosen=None, situations={}, tried=False,
                               candidate=candidate[0] if candidate else None, **base)

@@ -136,6 +136,8 @@ def advice_lines(summary: dict, model_path: Optional[str] = None) -> list[str]:
     if summary.get("candidate_weights"):
         lines.append("  candidate (not verified): " + format_pairs(
             {t: number(summary["candidate_weights"][t], 3) for t in terms}))
+        if model_path:
+            lines.append(f"  check it: {check_command(summary, model_path, summary['candidate_weights'])}")
     if in_force is not None and verified is not None:
         outcome = summary["outcome"]
         chosen = outcome["candidates"][outcome["chosen"]]
