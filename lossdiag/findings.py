@@ -48,10 +48,9 @@ def dominance_findings(result: Dominance, judged: bool = False, starved: Sequenc
                         "nothing to do: the weights serve every term", share, result.threshold)]
     why = (f"; {', '.join(repr(t) for t in dominated)} {'is' if len(dominated) == 1 else 'are'} starved" if dominated
            else "; the checks did not run, so whether another term is starved is unknown")
-    return [Finding(
-        "dominant-term", "warning", [term], figure + why,
-        "train with the recommended weights below, then profile again with them (--weights) to confirm",
-        share, result.threshold)]
+    advice = ("train with the recommended weights below, then profile again with them (--weights) to confirm"
+              if judged else "verify the candidate weights by runs from the same start before training with them")
+    return [Finding("dominant-term", "warning", [term], figure + why, advice, share, result.threshold)]
 
 
 def conflict_findings(pairs: list[PairConflict], conflict_cosine: float) -> list[Finding]:

@@ -15,6 +15,19 @@ def _first_finite(values) -> float | None:
     return finite[0] if finite else None
 
 
+VERIFY_WITH = {"lightning": "lossdiag.integrations.lightning.find_weights(trainer, model)",
+               "transformers": "lossdiag.integrations.transformers.find_weights(trainer)"}
+PLAIN_LOOP = "lossdiag.profile(model, batches, losses, weights=<the weights in force>)"
+
+
+def verify_with(meta: dict) -> str | None:
+    """For a Monitor's records, the call that verifies its candidate weights where its loop runs (find_weights
+    under Lightning and the HF Trainer, lossdiag.profile for a plain loop); None for a profile's own records."""
+    if meta.get("source") != "monitor":
+        return None
+    return VERIFY_WITH.get(meta.get("framework"), PLAIN_LOOP)
+
+
 def verdict(diagnosis: Diagnosis) -> str:
     """The one line a person reads first; the status (ok, warning, error) is rendered beside it, not in it."""
     errors = [f for f in diagnosis.findings if f.severity == "error"]
@@ -30,7 +43,8 @@ def verdict(diagnosis: Diagnosis) -> str:
         return reweight_verdict(diagnosis)
     warnings = [f for f in diagnosis.findings if f.severity == "warning"]
     if advice is not None and (advice.tried or advice.candidate is not None):
-        return (f"{warnings[0].message}; " if warnings else "") + advice.reason
+        call = verify_with(diagnosis.run.meta) if advice.candidate is not None else None
+        return (f"{warnings[0].message}; " if warnings else "") + advice.reason + (f"; here: {call}" if call else "")
     if warnings:
         return warnings[0].message
     shares = [s for s in diagnosis.dominance.shares.values() if s == s]
@@ -192,6 +206,7 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "lossdiag_version": __version__,
         "torch_version": meta.get("torch_version"),
         "source": meta.get("source"),
+        "verify_with": verify_with(meta),
         "status": diagnosis.status,
         "verdict": verdict(diagnosis) + (f" [measured on a proxy: scope '{meta['scope']}']"
                                          if scope_label(meta) else ""),

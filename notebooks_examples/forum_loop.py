@@ -50,5 +50,4 @@ for epoch in range(5):
 summary = monitor.close()  # summary.json, report.html and the PNGs in ./lossdiag-run/
 
 print(summary["verdict"])
-print(f"suggested alpha: {summary['suggested_alpha']:.3g} (trained with {alpha})")
 print("report: lossdiag-run/report.html")

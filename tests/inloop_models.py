@@ -19,10 +19,11 @@ def spec_of(path: Path = AUX_BY_DESIGN) -> ModelSpec:
 
 
 class Batches(Dataset):
-    """The model file's batches as a dataset of whole batches (a DataLoader with batch_size=None replays them)."""
+    """The model file's batches (or its validation batches) as a dataset of whole batches (a DataLoader with
+    batch_size=None replays them)."""
 
-    def __init__(self, spec: ModelSpec) -> None:
-        self.batches = list(spec.batches())
+    def __init__(self, spec: ModelSpec, validation: bool = False) -> None:
+        self.batches = list(spec.validation_batches() if validation else spec.batches())
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -31,8 +32,8 @@ class Batches(Dataset):
         return self.batches[index]
 
 
-def batch_loader(spec: ModelSpec) -> DataLoader:
-    return DataLoader(Batches(spec), batch_size=None)
+def batch_loader(spec: ModelSpec, validation: bool = False) -> DataLoader:
+    return DataLoader(Batches(spec, validation), batch_size=None)
 
 
 def lightning_module(spec: ModelSpec, plain: bool = False) -> Any:
@@ -68,8 +69,9 @@ def lightning_trainer(tmp_path: Path, steps: int, callbacks: list, **options: An
 
 def hf_trainer(spec: ModelSpec, tmp_path: Path, steps: int, lossdiag: Optional[dict] = None,
                plain: bool = False, schedule: str = "constant", own_optimizer: bool = False) -> Any:
-    """A Hugging Face Trainer over the model file's module, its batches in order (one batch per item), its losses;
-    the model file's optimizer, or with `own_optimizer` the Trainer's (AdamW)."""
+    """A Hugging Face Trainer over the model file's module, its batches in order (one batch per item), its losses,
+    its validation batches as eval_dataset when it has some; the model file's optimizer, or with `own_optimizer`
+    the Trainer's (AdamW)."""
     import transformers
 
     from lossdiag.integrations.transformers import LossDiagTrainer
@@ -94,9 +96,10 @@ def hf_trainer(spec: ModelSpec, tmp_path: Path, steps: int, lossdiag: Optional[d
             return self.optimizer
 
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path / "hf"), max_steps=steps, per_device_train_batch_size=1, save_strategy="no",
-        use_cpu=True, disable_tqdm=True, seed=0, report_to=[], logging_strategy="no", lr_scheduler_type=schedule,
+        output_dir=str(tmp_path / "hf"), max_steps=steps, per_device_train_batch_size=1, per_device_eval_batch_size=1,
+        save_strategy="no", use_cpu=True, disable_tqdm=True, seed=0, report_to=[], logging_strategy="no", lr_scheduler_type=schedule,
         remove_unused_columns=False)
     extra = {} if plain else {"lossdiag": lossdiag or {}}
+    held_out = [{"batch": b} for b in spec.validation_batches()] if spec.validation_batches else None
     return FromModelFile(model=spec.build_model(), args=args, train_dataset=[{"batch": b} for b in spec.batches()],
-                         data_collator=lambda rows: rows[0], **extra)
+                         eval_dataset=held_out, data_collator=lambda rows: rows[0], **extra)

@@ -2,6 +2,8 @@
 recommendation, and find_weights verifies them from the same state, as the CLI would, leaving the fit unchanged."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -19,27 +21,81 @@ from lossdiag.integrations import transformers as in_transformers  # noqa: E402
 
 STEPS = 30
 OPTIONS = {"steps": 40, "check_steps": 80, "every": 4, "progress": False}
+KEEPS = {"steps": 60, "progress": False}   # the profile test_advice holds to `keep` on the aux head by design
+
+
+@pytest.fixture(scope="module")
+def profile_keeps() -> None:
+    """The profile of the aux head by design says keep (as test_advice holds it to)."""
+    assert lossdiag.profile(str(AUX_BY_DESIGN), **KEEPS).summary["recommendation"] == "keep"
+
+
+def monitor_summary(tmp_path) -> dict:
+    """The model file's loop, by hand, with a Monitor."""
+    spec = spec_of()
+    model = spec.build_model()
+    optimizer = spec.make_optimizer(model.parameters())
+    with lossdiag.Monitor(model, out=tmp_path / "monitor", every=3) as monitor:
+        for _, batch in zip(range(STEPS), spec.batches()):
+            loss = monitor.combine(spec.losses(model, batch), dict(spec.weights))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return monitor.summary()
+
+
+def callback_summary(tmp_path) -> dict:
+    spec = spec_of()
+    callback = in_lightning.LossDiagCallback(out=tmp_path / "lightning", every=3)
+    lightning_trainer(tmp_path, STEPS, [callback]).fit(lightning_module(spec), batch_loader(spec))
+    return callback.summary
+
+
+def trainer_summary(tmp_path) -> dict:
+    trainer = hf_trainer(spec_of(), tmp_path, STEPS, {"out": tmp_path / "hf-run", "every": 3})
+    trainer.train()
+    return trainer.lossdiag_summary
+
+
+@pytest.mark.parametrize("tool, verify", [(monitor_summary, "lossdiag.profile(model, batches, losses"),
+                                          (callback_summary, "lightning.find_weights(trainer, model)"),
+                                          (trainer_summary, "transformers.find_weights(trainer)")],
+                         ids=["monitor", "lightning", "hf"])
+def test_in_loop_advice_on_a_model_the_profile_keeps_is_a_candidate_to_verify_never_reweight(tmp_path, profile_keeps,
+                                                                                             tool, verify):
+    summary = tool(tmp_path)
+    assert summary["dominant_term"] == "main"
+    assert summary["recommendation"] != "reweight" and summary["verification"] is None
+    assert summary["recommended_weights"] == summary["weights"]
+    assert set(summary["candidate_weights"]) == {"main", "aux"} and summary["candidate_weights"] != summary["weights"]
+    assert "reweight" not in summary["verdict"] and verify in summary["verdict"]
+    page = next(tmp_path.rglob("report.html")).read_text()
+    assert "Candidate weights" in page and "Paste this" not in page
+    assert json.loads(next(tmp_path.rglob("summary.json")).read_text()) == summary
 
 
 def lightning_find(tmp_path, model_file, **options) -> dict:
     spec = spec_of(model_file)
     module = lightning_module(spec)
+    held_out = batch_loader(spec, validation=True) if spec.validation_batches else None
     return in_lightning.find_weights(lightning_trainer(tmp_path, STEPS, []), module,
-                                     train_dataloaders=batch_loader(spec), **options).summary
+                                     train_dataloaders=batch_loader(spec), val_dataloaders=held_out, **options).summary
 
 
 def transformers_find(tmp_path, model_file, **options) -> dict:
     return in_transformers.find_weights(hf_trainer(spec_of(model_file), tmp_path, STEPS), **options).summary
 
 
-@pytest.mark.parametrize("model_file, kind", [(AUX_BY_DESIGN, "keep"), (EXAMPLES / "two_outputs.py", "reweight")],
-                         ids=["aux-by-design", "readme-example"])
-def test_find_weights_gives_the_cli_recommendation_on_the_same_model(tmp_path, model_file, kind):
+@pytest.mark.parametrize("model_file", [AUX_BY_DESIGN, EXAMPLES / "two_outputs.py"], ids=["aux-head", "readme-example"])
+def test_find_weights_gives_the_cli_recommendation_on_the_same_model(tmp_path, model_file):
+    """Both model files have validation_batches(): the fit's validation data (val_dataloaders, eval_dataset) there."""
     cli = lossdiag.profile(str(model_file), **OPTIONS).summary
-    assert cli["recommendation"] == kind
+    assert cli["outcome"]["on"] == "validation"
+    assert cli["recommendation"] == "reweight" or model_file == AUX_BY_DESIGN, "the README example's rescue"
     for found in (lightning_find(tmp_path, model_file, **OPTIONS), transformers_find(tmp_path, model_file, **OPTIONS)):
-        assert found["recommendation"] == kind
+        assert found["recommendation"] == cli["recommendation"] and found["outcome"]["on"] == "validation"
         assert found["recommended_weights"] == pytest.approx(cli["recommended_weights"], rel=1e-3)
+        assert found["outcome"]["in_force"] == pytest.approx(cli["outcome"]["in_force"], rel=1e-3)
         assert found["terms"] == cli["terms"] and found["weights"] == cli["weights"]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -66,13 +67,15 @@ def same_optimizer(live: torch.optim.Optimizer, live_model: torch.nn.Module,
 
 @dataclasses.dataclass
 class Snapshot:
-    """What find_weights profiles: the module to copy, the framework's batches, its training step and optimizer."""
+    """What find_weights profiles: the module to copy, the framework's batches, its training step and optimizer, and
+    its held-out batches (the outcome is measured on them when there are some, else on probe training batches)."""
 
     source: str
     module: torch.nn.Module
     batches: Callable[[], Iterable[Any]]
     step: TermsFn
     make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
+    evaluation: Optional[Callable[[], Iterable[Any]]] = None
 
 
 def find(snapshot: Snapshot, options: Mapping[str, Any], progress: Optional[bool]) -> ProfileResult:
@@ -102,8 +105,18 @@ def find(snapshot: Snapshot, options: Mapping[str, Any], progress: Optional[bool
     with preserved_rng():
         pristine = copy.deepcopy(snapshot.module, {id(getattr(snapshot.module, "lossdiag", None)): None})
         weights = in_force(snapshot, pristine, capture)
-        spec = ModelSpec(snapshot.source, build_model, snapshot.batches, losses, weights, make_optimizer)
+        spec = ModelSpec(snapshot.source, build_model, snapshot.batches, losses, weights, make_optimizer,
+                         validation_batches=snapshot.evaluation)
         return run_profile(spec, load(None, None, dict(options)), progress)
+
+
+def chained(loaders: Any) -> Iterable[Any]:
+    """The batches of one loader, or of several (a list, a tuple or a mapping of loaders) one after the other."""
+    if isinstance(loaders, Mapping):
+        loaders = list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return itertools.chain.from_iterable(loaders)
+    return loaders
 
 
 def in_force(snapshot: Snapshot, module: torch.nn.Module, capture: TermCapture) -> dict[str, float]:

@@ -11,7 +11,7 @@ import torch
 from lossdiag.api import ProfileResult
 from lossdiag.errors import SpecError
 from lossdiag.integrations._steps import StepMap
-from lossdiag.integrations._verify import Snapshot, TermCapture, find, same_optimizer
+from lossdiag.integrations._verify import Snapshot, TermCapture, chained, find, same_optimizer
 from lossdiag.monitor import Monitor
 from lossdiag.record.schedule import DEFAULT_EVERY
 from lossdiag.rng import preserved_rng
@@ -68,20 +68,23 @@ class LossDiagCallback(pl.Callback):
 
 
 def find_weights(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Optional[pl.LightningDataModule] = None,
-                 *, train_dataloaders: Optional[Iterable[Any]] = None, progress: Optional[bool] = None,
-                 **options: Any) -> ProfileResult:
+                 *, train_dataloaders: Optional[Iterable[Any]] = None, val_dataloaders: Optional[Any] = None,
+                 progress: Optional[bool] = None, **options: Any) -> ProfileResult:
     """Verify weights where the module trains, before or between fits, like Lightning's learning-rate finder.
 
     Snapshots the module, its optimizer (the trainer's, with its state, once fitting has made one; else the one
     configure_optimizers() returns) and every RNG, runs the candidates from that state through `training_step`
-    on the fit's training data (the datamodule's, `train_dataloaders`, or the module's own), and returns
-    lossdiag.profile's result: the same runs, yardstick and rule as the CLI. `training_step` must form its total
+    on the fit's training data (the datamodule's, `train_dataloaders`, or the module's own), judges each run by
+    each term's loss at its end on the fit's validation data (`val_dataloaders`, the datamodule's or the module's
+    val_dataloader(); else probe training batches), and returns lossdiag.profile's result: the same runs,
+    yardstick and rule as the CLI. `training_step` must form its total
     with `self.lossdiag.combine(terms, weights)`. `options` are lossdiag.profile's (steps, check_steps, seed, out,
     ...). The module, the trainer and every RNG are left as they were, so a fit after it is the fit without it.
     """
     from lightning.pytorch.core.optimizer import _configure_optimizers
 
     batches = _train_batches(model, datamodule, train_dataloaders)
+    evaluation = _validation_batches(model, datamodule, val_dataloaders)
 
     def step(module: torch.nn.Module, batch: Any, capture: TermCapture) -> None:
         module.lossdiag = capture
@@ -100,7 +103,7 @@ def find_weights(trainer: pl.Trainer, model: pl.LightningModule, datamodule: Opt
 
     if not model.automatic_optimization:
         raise SpecError("find_weights: the module uses manual optimization; it runs automatic optimization only")
-    snapshot = Snapshot(f"{type(model).__name__}.training_step", model, batches, step, make_optimizer)
+    snapshot = Snapshot(f"{type(model).__name__}.training_step", model, batches, step, make_optimizer, evaluation)
     return find(snapshot, options, progress)
 
 
@@ -120,3 +123,16 @@ def _train_batches(model: pl.LightningModule, datamodule: Optional[pl.LightningD
         return model.train_dataloader
     raise SpecError("find_weights: no training data: pass datamodule= or train_dataloaders=, or define the module's "
                     "train_dataloader()")
+
+
+def _validation_batches(model: pl.LightningModule, datamodule: Optional[pl.LightningDataModule],
+                        val_dataloaders: Optional[Any]) -> Optional[Callable[[], Iterable[Any]]]:
+    """The fit's validation data (`val_dataloaders`, else the datamodule's, else the module's), or None."""
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    if val_dataloaders is not None:
+        return lambda: chained(val_dataloaders)
+    for owner in (datamodule, model):
+        if owner is not None and is_overridden("val_dataloader", owner):
+            return lambda: chained(owner.val_dataloader())
+    return None

@@ -3,14 +3,14 @@
 the weights from the same state."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from transformers import Trainer, TrainerCallback
 
 from lossdiag.api import ProfileResult
 from lossdiag.integrations._steps import StepMap
-from lossdiag.integrations._verify import Snapshot, TermCapture, find, same_optimizer
+from lossdiag.integrations._verify import Snapshot, TermCapture, chained, find, same_optimizer
 from lossdiag.monitor import Monitor
 
 
@@ -89,9 +89,11 @@ def find_weights(trainer: Trainer, *, progress: Optional[bool] = None, **options
     Snapshots the model, the optimizer (the Trainer's, with its state, once it has one, looked through accelerate's
     wrapper; else the one create_optimizer() makes) and every RNG, runs the candidates from that state through
     `compute_loss` on the Trainer's training data (get_train_dataloader(), inputs prepared as train() prepares them),
-    and returns lossdiag.profile's result: the same runs, yardstick and rule as the CLI. `compute_loss` must form its total
-    with `self.lossdiag.combine(terms, weights)`. `options` are lossdiag.profile's (steps, check_steps, seed, out,
-    ...). The model, the Trainer and every RNG are left as they were, so training after it is training without it.
+    judges each run by each term's loss at its end on `eval_dataset` when the Trainer has one (else on probe
+    training batches), and returns lossdiag.profile's result: the same runs, yardstick and rule as the CLI.
+    `compute_loss` must form its total with `self.lossdiag.combine(terms, weights)`. `options` are
+    lossdiag.profile's (steps, check_steps, seed, out, ...). The model, the Trainer and every RNG are left as they
+    were, so training after it is training without it.
     """
     live = trainer.model
 
@@ -112,5 +114,14 @@ def find_weights(trainer: Trainer, *, progress: Optional[bool] = None, **options
             trainer.optimizer = None
 
     snapshot = Snapshot(f"{type(trainer).__name__}.compute_loss", live, trainer.get_train_dataloader, step,
-                        make_optimizer)
+                        make_optimizer, _evaluation_batches(trainer))
     return find(snapshot, options, progress)
+
+
+def _evaluation_batches(trainer: Trainer) -> Optional[Callable[[], Iterable[Any]]]:
+    """The Trainer's evaluation data, as evaluate() batches it (every named set of a mapping in turn), or None."""
+    if trainer.eval_dataset is None:
+        return None
+    if isinstance(trainer.eval_dataset, Mapping):
+        return lambda: chained({name: trainer.get_eval_dataloader(name) for name in trainer.eval_dataset})
+    return trainer.get_eval_dataloader

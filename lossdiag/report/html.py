@@ -129,7 +129,18 @@ def _recommendation(summary: dict) -> str:
                   _tag("pre", esc(paste), "ld-paste")]
     if rest:
         parts.append(_tag("pre", "\n".join(esc(line) for line in rest)))
-    return "".join(parts)
+    return "".join(parts) + _candidate(summary)
+
+
+def _candidate(summary: dict) -> str:
+    """Weights that no run verified (a Monitor's): shown as a candidate to verify, never as a line to paste."""
+    candidate = summary.get("candidate_weights")
+    if not candidate:
+        return ""
+    weights = ", ".join(f"{t}={number(w, 3)}" for t, w in candidate.items())
+    return (_tag("h3", "Candidate weights <small>(not verified)</small>") + _tag("pre", esc(weights))
+            + _tag("p", f"Verify them by runs from the same start before training with them: "
+                        f"{esc(summary.get('verify_with') or 'lossdiag profile --weights')}.", "ld-note"))
 
 
 def _findings(summary: dict) -> str:
