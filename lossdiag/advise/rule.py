@@ -1,8 +1,8 @@
 """The one rule, shared by the profile, the sweep and find_weights: decide over verified runs from the same start.
 
 `reweight` only for a verified candidate that helps (some term, not an opposed one, clearly better by at least
-min_gain on the outcome) while no other term pays more than max_cost and no `main` term pays anything beyond
-noise. Among the qualifying candidates the one that serves the terms best (the largest sum of log end-loss
+min_gain on the outcome, and all terms better served on the whole: a sum of log end-loss ratios of at least
+min_gain) while no other term pays more than max_cost and no `main` term pays anything beyond noise. Among the qualifying candidates the one that serves the terms best (the largest sum of log end-loss
 ratios), and of those within min_gain of it the cheapest (smallest worst cost). None qualifies: `trade-off` when a
 candidate's clear gain for a starved, opposed or main term costs other terms, else `keep`.
 
@@ -141,13 +141,16 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
     costs.update({t: math.inf for t, c in compared.items() if c.change is None and c.reference is not None})
     main_pays = {t: costs[t] for t in main if t in costs}
     over = {t: v for t, v in costs.items() if v > config.max_cost}
-    qualifies = bool(gains) and not main_pays and not over
+    net = -sum(math.log1p(max(c.change, -0.99)) for c in compared.values() if c.change is not None)
+    qualifies = bool(gains) and not main_pays and not over and net >= config.min_gain
     if main_pays:
         why = f"main {_terms_text(main_pays)} would pay"
     elif over:
         why = f"costs {_terms_text(over)} (bound {config.max_cost:.0%})"
     elif not gains:
         why = "no term clearly better"
+    elif not qualifies:
+        why = f"gains and costs about even (costs {_terms_text(costs)})"
     else:
         why = "qualifies"
     if gains:
