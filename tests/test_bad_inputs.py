@@ -220,6 +220,23 @@ def test_a_sweep_header_of_the_wrong_type_refuses_the_folder_in_one_line(fixture
     assert_one_line(code, stderr, "not lossdiag sweep records", "its 'terms' has the wrong type")
 
 
+def test_report_on_sweep_records_with_evaluation_batches_of_the_wrong_type_drops_them(fixtures, tmp_path):
+    folder = tmp_path / "sweep"
+    records = _sweep_folder(fixtures, folder)
+    points = [r for r in records if r["kind"] == "point"]
+    points[0]["end_batches"] = [{"classification": "x"}]
+    next(r for r in records if r["kind"] == "alone")["end_batches"] = "x"
+    (folder / "sweep_records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, stdout, stderr = invoke("report", folder)
+    assert code == 0, stderr
+    assert json.loads((folder / "sweep.json").read_text())["record_repairs"] == [
+        "2 records with a field of the wrong type were dropped (the first: its 'end_batches' has the wrong type)"]
+    records[0]["probe"]["start_batches"] = [[1.0]]
+    (folder / "sweep_records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    code, _, stderr = invoke("report", folder)
+    assert_one_line(code, stderr, "not lossdiag sweep records", "its 'probe' has the wrong type")
+
+
 SLOW_START = "Path(__file__).with_name('started').touch()\ntime.sleep(60)\n"
 
 

@@ -115,3 +115,22 @@ def test_a_100k_deep_json_line_is_a_usage_error_inside_and_a_torn_end_at_the_end
     completed, page = report(tmp_path / "nested")
     assert completed.returncode == 0, completed.stderr
     assert html.escape("the first: it nests deeper than 8 levels") in page
+
+
+def test_runs_from_the_same_start_with_wrong_types_are_dropped_not_a_crash(base_records, tmp_path):
+    records = json.loads(json.dumps(base_records))
+    checks = [r for r in records if r["kind"] == "check"]
+    checks[0]["start_batches"] = REFRESH
+    checks[1]["end_batches"] = [1, 2]
+    in_force = next(r for r in records if r["kind"] == "progress")
+    in_force["end_batches"] = [{term: "x" for term in records[0]["terms"]}]
+    records.append({"kind": "verify", "step": 1, "weights": "w", "end_batches": "x"})
+    records.append({"kind": "progress", "step": 2, "weights": {t: 1.0 for t in records[0]["terms"]}, "steps": 10,
+                    "progress": {}, "end_batches": in_force["start_batches"]})
+    write(tmp_path / "run", records)
+    completed, page = report(tmp_path / "run")
+    assert completed.returncode == 0, completed.stderr
+    no_markup_or_escapes(completed, page)
+    note = "5 records with a field of the wrong type were dropped (the first: its 'start_batches' has the wrong type)"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["record_repairs"] == [note]
+    assert f"damaged records: {note}" in completed.stdout

@@ -66,10 +66,27 @@ def grad(value: Any) -> bool:
             and mapping(count)(value.get("term_shared_parameters", {})))
 
 
+def batches(value: Any) -> bool:
+    """Each term's loss on each evaluation batch (a run's start_batches / end_batches, which the rule compares)."""
+    return listing(mapping(number))(value)
+
+
+def probe(value: Any) -> bool:
+    """A sweep's probe settings, with the terms' losses on its evaluation batches at the start when recorded."""
+    return isinstance(value, dict) and batches(value.get("start_batches", []))
+
+
 LAYOUT = "layout"
 LAYOUT_FIELDS: dict[str, Rule] = {"shared_parameters": shared, "shared_modules": listing(text),
                                   "term_parameters": mapping(count), "term_shared_parameters": mapping(count)}
 """What the header says about the shared parameters; a 'layout' record says it again when a later step grew it."""
+
+RUN_FIELDS: dict[str, Rule] = {"weights": mapping(real), "steps": count, "before": mapping(number),
+                               "after": mapping(number), "progress": mapping(number), "noise": mapping(number),
+                               "on": text, "start_batches": batches, "end_batches": batches, "probe_batches": count,
+                               "skipped_updates": count, "shares": mapping(number),
+                               "applied_shares": mapping(number)}
+"""A run from the same start: 'progress' under the weights in force, 'verify' for a candidate."""
 
 FIELDS: dict[str, dict[str, Rule]] = {
     "meta": {"terms": terms, "weights": mapping(real), "lossdiag_version": text, "torch_version": text,
@@ -82,21 +99,26 @@ FIELDS: dict[str, dict[str, Rule]] = {
               "code": lambda value: value is None or value in CHECK_CODES,
               "losses": listing(number), "loss_start": number, "loss_end": number, "relative_drop": number,
               "reason": optional(text), "steps": optional(count), "noise": number, "probe_batches": count,
-              "nonfinite_steps": optional(count), "start_window": optional(count), "end_window": optional(count)},
+              "nonfinite_steps": optional(count), "start_window": optional(count), "end_window": optional(count),
+              "on": text, "start_batches": batches, "end_batches": batches},
     "refine": {"weights": mapping(number), "dominance": mapping(number), "suggested": mapping(number)},
+    "progress": RUN_FIELDS,
+    "verify": RUN_FIELDS,
 }
 REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), LAYOUT: tuple(LAYOUT_FIELDS), "check": ("term", "status"),
-            "refine": ("weights", "dominance", "suggested")}
+            "refine": ("weights", "dominance", "suggested"), "progress": ("weights", "steps", "progress"),
+            "verify": ("weights",)}
 SWEEP_FIELDS: dict[str, dict[str, Rule]] = {
     "sweep": {"terms": terms, "weights": mapping(real), "suggested": mapping(real), "lossdiag_version": text,
               "torch_version": text, "source": text, "suggested_alpha": optional(number),
               "plan": listing(mapping(anything)), "config": mapping(anything), "jobs": optional(count),
-              "probe": mapping(anything), "start_metrics": optional(mapping(number))},
+              "probe": probe, "start_metrics": optional(mapping(number))},
     "point": {"weights": mapping(real), "alpha": number, "progress": mapping(number), "final": mapping(number),
               "metrics": optional(mapping(number)), "scaled": optional(text), "factor": number,
-              "current": optional(lambda value: isinstance(value, bool)), "seconds": number},
+              "current": optional(lambda value: isinstance(value, bool)), "seconds": number,
+              "end_batches": batches},
     "alone": {"term": text, "weights": mapping(real), "progress": mapping(number), "final": mapping(number),
-              "metrics": optional(mapping(number)), "seconds": number},
+              "metrics": optional(mapping(number)), "seconds": number, "end_batches": batches},
     "end": {"runs": count},
 }
 SWEEP_REQUIRED = {"sweep": ("terms", "weights", "suggested", "plan", "config", "probe"),
@@ -139,6 +161,8 @@ def fault(record: Any, names: Optional[Sequence[str]] = None, fields: Mapping[st
         return f"its '{wrong[0]}' has the wrong type"
     if kind == "check" and (record["status"] == "fail") != (record.get("code") is not None):
         return "its 'code' does not match its 'status'"
+    if kind == "progress" and "end_batches" in record and "start_batches" not in record:
+        return "it has 'end_batches' but no 'start_batches'"
     gram = record.get("grad", {}).get("gram") if kind == "step" and "grad" in record else None
     if gram is not None and names is not None and any(len(row) != len(names) for row in [*gram, gram]):
         return f"its 'grad.gram' is not {len(names)} x {len(names)}"
