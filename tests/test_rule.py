@@ -7,7 +7,6 @@ import math
 import pytest
 
 from lossdiag.advise.candidates import balance_factor, decades, same, stepped_down
-from lossdiag.advise.engine import find_weights_with
 from lossdiag.advise.outcome import RunEnd, change
 from lossdiag.advise.rule import KEEP, REWEIGHT, TRADE_OFF, Evidence, decide
 from lossdiag.advise.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STARVED, STALLED, situations
@@ -132,26 +131,3 @@ def test_without_a_run_in_force_nothing_is_recommended_only_a_candidate():
     assert decision.kind == KEEP and decision.candidate is not None and not decision.pending
     assert decision.outcome() is None
 
-
-def test_the_driver_runs_in_force_alone_and_candidates_through_one_function():
-    calls = []
-
-    def run(weightings):
-        calls.append([dict(w) for w in weightings])
-        found = []
-        for w in weightings:
-            if w.get("main", 0) == 0:
-                found.append(RunEnd(w, batches(main=2.0, aux=0.1)))
-            elif w.get("aux", 0) == 0:
-                found.append(RunEnd(w, batches(main=0.5, aux=1.0)))
-            else:
-                ratio = w["aux"] / w["main"]
-                found.append(RunEnd(w, batches(main=0.5 * (1.0 + 0.02 * math.log10(ratio)),
-                                               aux=0.8 / (1.0 + math.log10(ratio)))))
-        return found
-
-    decision = find_weights_with(run, ["main", "aux"], {"main": 1.0, "aux": 1.0}, batches(main=2.0, aux=1.0),
-                                 {"main": 0.95, "aux": 0.05}, "main")
-    assert calls[0][0] == {"main": 1.0, "aux": 1.0} and calls[0][1:] == [{"main": 1.0, "aux": 0.0},
-                                                                         {"main": 0.0, "aux": 1.0}]
-    assert len(calls) >= 2 and decision.kind == REWEIGHT
