@@ -34,7 +34,6 @@ class Config:
     check_min_drop: float = 0.05
     check_noise_z: float = 3.0
     check_max_rise: float = 0.5
-    starved_min_drop: float = 0.2
     starved_ratio: float = 0.3
     probe_batches: int = 8
     target_shares: typing.Optional[typing.Dict[str, float]] = None
@@ -44,9 +43,6 @@ class Config:
     sweep_steps: int = 200
     metric: typing.Optional[str] = None
     jobs: typing.Optional[int] = None
-    sweep_tolerance: float = 0.05
-    verify_max_loss: float = 0.5
-    share_tolerance: float = 0.15
     max_cost: float = 0.1
     min_gain: float = 0.05
     main: typing.Optional[typing.List[str]] = None
@@ -64,8 +60,7 @@ CLI_FLAGS = {"target_shares": "--target"}
 _POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
-_UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "sweep_tolerance",
-                  "starved_min_drop", "starved_ratio", "verify_max_loss", "share_tolerance", "max_cost", "min_gain"}
+_UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "starved_ratio", "max_cost", "min_gain"}
 _COSINE = {"conflict_cosine"}
 SEED_LIMIT = 2 ** 32
 MAX_POINTS = 1000

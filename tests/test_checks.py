@@ -208,7 +208,7 @@ def test_out_of_range_thresholds_are_usage_errors_naming_the_key(key, value):
 
 def test_every_check_threshold_has_a_default_and_overlays_from_yaml(tmp_path):
     names = ["sanity_steps", "check_min_drop", "check_noise_z",
-             "check_max_rise", "starved_min_drop", "starved_ratio"]
+             "check_max_rise", "starved_ratio"]
     defaults = Config()
     path = tmp_path / "c.yaml"
     path.write_text("".join(f"{n}: {getattr(defaults, n) / 2 if n != 'sanity_steps' else 3}\n" for n in names))

@@ -38,6 +38,7 @@ def test_config_option_replaces_the_file_beside_the_model(model_dir):
 
 @pytest.mark.parametrize("text, expected", [
     ("stesp: 10\n", "unknown option 'stesp' (did you mean 'steps'?)"),
+    ("share_tolerance: 0.2\n", "unknown option 'share_tolerance'"),
     ("steps: ten\n", "'steps' must be an integer, got 'ten'"),
     ("every: 0\n", "'every' must be at least 1"),
     ("dominance_threshold: 2\n", "'dominance_threshold' must be between 0 and 1"),

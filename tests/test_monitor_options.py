@@ -30,9 +30,8 @@ def changed(name: str) -> object:
 
 
 OPTIONS = {name: changed(name) for name in FIELDS if name not in SET_BY_THE_MONITOR}
-THRESHOLDS = ("dominance_threshold", "conflict_cosine", "target_shares", "share_tolerance", "starved_min_drop",
-              "starved_ratio", "check_min_drop", "check_noise_z", "check_max_rise", "verify_max_loss", "max_cost",
-              "min_gain", "main")
+THRESHOLDS = ("dominance_threshold", "conflict_cosine", "target_shares", "starved_ratio", "check_min_drop",
+              "check_noise_z", "check_max_rise", "max_cost", "min_gain", "main")
 
 
 class TwoHeads(nn.Module):
