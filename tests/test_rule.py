@@ -8,7 +8,7 @@ import pytest
 
 from lossdiag.advise.candidates import balance_factor, decades, same, stepped_down
 from lossdiag.advise.outcome import RunEnd, change
-from lossdiag.advise.rule import KEEP, REWEIGHT, TRADE_OFF, Evidence, decide
+from lossdiag.advise.rule import KEEP, REWEIGHT, TRADE_OFF, Evidence, decide, judge
 from lossdiag.advise.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STARVED, STALLED, situations
 from lossdiag.config import Config
 
@@ -131,3 +131,15 @@ def test_without_a_run_in_force_nothing_is_recommended_only_a_candidate():
     assert decision.kind == KEEP and decision.candidate is not None and not decision.pending
     assert decision.outcome() is None
 
+
+
+def test_gains_outweighed_by_changes_within_noise_name_no_empty_costs():
+    in_force = RunEnd({"main": 1.0, "aux": 1.0}, batches(main=0.5, aux=0.8))
+    within = [{"main": b["main"] * 1.055 + 0.06 * (1 if k % 2 else -1), "aux": b["aux"] * 0.903}
+              for k, b in enumerate(in_force.end)]
+    first = evidence(in_force, [])
+    judged = judge(first.terms, first.start, in_force, first.alone, [RunEnd({"main": 1.0, "aux": 1.2}, within)], [],
+                   CONFIG)
+    assessment = judged.assessments[0]
+    assert assessment.gains and not assessment.costs and not assessment.qualifies
+    assert assessment.verdict == "'aux' -9.7%; gains and costs about even"

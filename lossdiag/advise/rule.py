@@ -150,7 +150,7 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
     elif not gains:
         why = "no term clearly better"
     elif not qualifies:
-        why = f"gains and costs about even (costs {_terms_text(costs)})"
+        why = "gains and costs about even" + (f" (costs {_terms_text(costs)})" if costs else "")
     else:
         why = "qualifies"
     if gains:
