@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from lossdiag.advise.from_start import PROGRESS, VERIFY, check_jobs, check_records, run_jobs
-from lossdiag.advise.probe import evaluation_probe
+from lossdiag.advise.probe import Probe, evaluation_probe
+from lossdiag.advise.runs import run_record, train_under
+from lossdiag.advise.shares import term_shares
 from lossdiag.analyse.run import parse
-from lossdiag.checks import broken_terms
+from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
 from lossdiag.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.findings import Finding
@@ -20,7 +20,6 @@ from lossdiag.report.outputs import Staging, keep_records, publish, write_output
 from lossdiag.rng import preserved_rng
 from lossdiag.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.summary import build_summary
-from lossdiag.sweep.jobs import Bench, Job, Workers, default_jobs
 
 
 
@@ -71,9 +70,7 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
             **options: Any) -> ProfileResult:
     """Profile a model file, or (model, batches, losses) objects, and return the diagnosis.
 
-    Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...). A model
-    file given with jobs=N runs its runs from the start N at a time in worker processes (the calling script
-    then needs the `if __name__ == "__main__":` guard); without jobs, or for objects, they run in this process.
+    Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...).
     A module passed in is trained on a copy; the caller's model and every RNG state are left as they were.
     """
     with preserved_rng():
@@ -81,16 +78,13 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
         if weights is not None and model_path is not None:
             options["weights"] = weights
         resolved = load(Path(config) if config else None, model_path, options)
-        parallel = str(model_path) if model_path is not None and resolved.jobs is not None else None
-        return run_profile(spec, resolved, progress, parallel)
+        return run_profile(spec, resolved, progress)
 
 
-def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
-                model_path: Optional[str] = None) -> ProfileResult:
+def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
     """Record the main run, refine the suggestion, run the checks, recommend weights and verify them, and diagnose;
     with config.out, records stream into a staging folder inside it, swapped in with the report only when the run
-    succeeds (kept and named if it fails). `model_path` lets worker processes load the model file themselves
-    and run the runs from the start in parallel (--jobs)."""
+    succeeds (kept and named if it fails)."""
     ensure_steps(config)
     config = with_model_targets(spec, config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
@@ -118,7 +112,7 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                     writer.write(refine)
                 diagnosis = diagnose(records)
             bar.close()
-            records, diagnosis = advise(spec, config, start, records, writer, progress, model_path)
+            records, diagnosis = advise(spec, config, start, records, writer, progress)
     except BaseException as exc:
         if writer is not None:
             writer.close()
@@ -141,25 +135,30 @@ def term_names(spec: ModelSpec, config: Config, start: dict) -> list[str]:
 
 
 
-def single_term_checks(workers: Workers, records: list[dict], progress: Optional[bool] = None) -> list[dict]:
+def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict], probe: Probe,
+                       progress: Optional[bool] = None) -> list[dict]:
     """Train each term alone from the run's start; a term whose gradient cannot train it is skipped with the reason."""
-    config = workers.bench.config
     if config.check_steps == 0:
         return []
     terms = list(records[0]["terms"])
-    skip = broken_terms(parse(records))
     bar = Progress(len(terms) * config.check_steps, "single-term checks", progress)
     try:
-        bar.update(len(skip) * config.check_steps)
-        return check_records(terms, skip, run_jobs(workers, check_jobs(terms, skip), bar))
+        return single_term_records(spec, config, start, terms, broken_terms(parse(records)), probe, bar)
     finally:
         bar.close()
 
 
+def measured_run(kind: str, step: int, spec: ModelSpec, config: Config, start: dict, weights: dict[str, float],
+                 probe: Probe, bar: Progress) -> dict:
+    """A run from the start under `weights` for check_steps: its progress, and its shares at the end."""
+    run = train_under(spec, config, start, weights, probe, config.check_steps, bar)
+    raw, applied = term_shares(spec, run.model, run.optimizer, probe, weights)
+    return run_record(kind, step, run, shares=raw, applied_shares=applied)
+
+
 def advise(spec: ModelSpec, config: Config, start: dict, records: list[dict], writer: Optional[RecordWriter],
-           progress: Optional[bool] = None, model_path: Optional[str] = None) -> tuple[list[dict], Diagnosis]:
-    """The checks, a run under the weights in force, and the verification rounds the recommendation asks for;
-    each round's runs in worker processes where cores allow (a model file only: `model_path`)."""
+           progress: Optional[bool] = None) -> tuple[list[dict], Diagnosis]:
+    """The checks, a run under the weights in force, and the verification rounds the recommendation asks for."""
     def add(new: list[dict]) -> Diagnosis:
         records.extend(new)
         if writer is not None:
@@ -169,27 +168,19 @@ def advise(spec: ModelSpec, config: Config, start: dict, records: list[dict], wr
     if config.check_steps == 0 or (config.no_checks and config.no_verify):
         return records, diagnose(records)
     probe = evaluation_probe(spec, config.probe_batches, config.seed, device_of(config))
-    terms = list(records[0]["terms"])
-    skip = {} if config.no_checks else broken_terms(parse(records))
-    checks = [] if config.no_checks else check_jobs(terms, skip)
-    first = [*checks, Job(PROGRESS, 0, dict(records[0]["weights"]), {})]
-    runs = len(terms) + 1 + (0 if config.no_verify else EXPECTED_CANDIDATES + config.verify_rounds)
-    bar = Progress(runs * config.check_steps, "checks and verification", progress)
-    processes = default_jobs(config, model_path, len(first))
+    if not config.no_checks:
+        add(single_term_checks(spec, config, start, records, probe, progress))
+    runs = 1 + (0 if config.no_verify else EXPECTED_CANDIDATES + config.verify_rounds)
+    bar = Progress(runs * config.check_steps, "verifying", progress)
     try:
-        with tempfile.TemporaryDirectory(prefix="lossdiag-profile-") as scratch, \
-                Workers(Bench(spec, config, start, probe, None), processes, model_path, Path(scratch)) as workers:
-            bar.update((len(terms) - len(checks)) * config.check_steps)
-            done = run_jobs(workers, first, bar)
-            if not config.no_checks:
-                add(check_records(terms, skip, done[:-1]))
-            diagnosis = add(done[-1:])
-            number = 0
-            while diagnosis.recommendation.pending and not config.no_verify:
-                pending = diagnosis.recommendation.pending
-                jobs = [Job(VERIFY, number + k, dict(weights), {}) for k, weights in enumerate(pending, start=1)]
-                number += len(jobs)
-                diagnosis = add(run_jobs(workers, jobs, bar))
+        diagnosis = add([measured_run("progress", 0, spec, config, start, dict(records[0]["weights"]), probe, bar)])
+        number = 0
+        while diagnosis.recommendation.pending and not config.no_verify:
+            found = []
+            for weights in diagnosis.recommendation.pending:
+                number += 1
+                found.append(measured_run("verify", number, spec, config, start, weights, probe, bar))
+            diagnosis = add(found)
     finally:
         bar.close()
     return records, diagnosis
@@ -213,8 +204,7 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
             if note:
                 records[0]["note"] = note
             probe = evaluation_probe(spec, sanity.probe_batches, sanity.seed, device_of(sanity))
-            with Workers(Bench(spec, sanity, start, probe, None), 1, None, Path()) as workers:
-                records.extend(single_term_checks(workers, records, progress))
+            records.extend(single_term_checks(spec, sanity, start, records, probe, progress))
     finally:
         bar.close()
     diagnosis = diagnose(records)

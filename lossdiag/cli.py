@@ -194,15 +194,12 @@ def main() -> None:
 
 @main.command()
 @run_options
-@click.option("--jobs", type=WHOLE_NUMBER, default=None,
-              help="Runs from the start (checks, candidates) trained at once, in processes [every core].")
 @guarded
 def profile(model_py: str, config_file: str | None, as_json: bool | None, debug: bool | None, **given: Any) -> None:
     """Profile MODEL_PY: per-term gradients on shared parameters, dominance, conflict, a suggestion."""
     from lossdiag.api import run_profile
 
-    _run_and_render(functools.partial(run_profile, model_path=model_py), model_py, config_file,
-                    {**given, "json": as_json})
+    _run_and_render(run_profile, model_py, config_file, {**given, "json": as_json})
 
 
 @main.command()

@@ -191,15 +191,3 @@ def test_the_records_alone_rebuild_the_same_recommendation(two_outputs, tmp_path
     for key in ("recommendation", "recommended_weights", "verification", "progress", "target_shares", "outcome",
                 "opposed", "main", "situations"):
         assert rebuilt[key] == json.loads(json.dumps(summary[key])) == json.loads((out / "summary.json").read_text())[key]
-
-
-def test_the_runs_from_the_start_give_the_same_results_in_two_processes_as_in_one(tmp_path):
-    example = EXAMPLES / "two_outputs.py"
-    serial_out, parallel_out = tmp_path / "serial", tmp_path / "parallel"
-    _, serial, _ = profile(tmp_path, example, "--steps", "30", "--jobs", "1", out=serial_out)
-    _, parallel, _ = profile(tmp_path, example, "--steps", "30", "--jobs", "2", out=parallel_out)
-    assert serial["outcome"]["candidates"] and parallel["outcome"] == serial["outcome"]
-    assert parallel["recommendation"] == serial["recommendation"]
-    runs = [[(r["kind"], r["step"], r["end_batches"]) for r in read_records(out / "records.jsonl")[0]
-             if "end_batches" in r] for out in (serial_out, parallel_out)]
-    assert len(runs[0]) >= 4 and runs[1] == runs[0]

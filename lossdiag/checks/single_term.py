@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Collection, Optional
+from typing import Collection, Mapping, Optional, Sequence
 
-from lossdiag.advise.runs import WeightedRun
+from lossdiag.advise.probe import Probe
+from lossdiag.advise.runs import WeightedRun, train_alone
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
 from lossdiag.findings import Finding
+from lossdiag.progress import Progress
+from lossdiag.spec import ModelSpec
 
 MIN_STEPS = 10
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
@@ -88,6 +91,21 @@ def skipped_record(index: int, term: str, reason: str) -> dict:
     return {"kind": "check", "step": index, "term": term, "status": SKIPPED, "code": None, "losses": [],
             "loss_start": None, "loss_end": None, "relative_drop": None, "reason": reason, "steps": 0,
             "noise": None, "probe_batches": 0, "nonfinite_steps": 0}
+
+
+def single_term_records(spec: ModelSpec, config: Config, initial_state: dict, terms: Sequence[str],
+                        skip: Mapping[str, str], probe: Probe, progress: Optional[Progress] = None) -> list[dict]:
+    """One `check` record per term: trained alone from the initial state, or skipped with the reason given."""
+    records = []
+    for index, term in enumerate(terms):
+        if term in skip:
+            records.append(skipped_record(index, term, skip[term]))
+            if progress is not None:
+                progress.update(config.check_steps)
+            continue
+        run = train_alone(spec, config, initial_state, term, list(terms), probe, config.check_steps, progress)
+        records.append(check_record(index, term, run, config))
+    return records
 
 
 def check_findings(run: RunData, config: Config, needs_others: Collection[str] = ()) -> list[Finding]:

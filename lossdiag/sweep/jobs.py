@@ -7,14 +7,13 @@ processes ran them: every process seeds the same way, rebuilds the same probe an
 from __future__ import annotations
 
 import dataclasses
-import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import torch
 
@@ -62,24 +61,12 @@ def run_job(bench: Bench, job: Job) -> dict:
             "noise": trained.noise, "skipped_updates": trained.skipped_updates, "seconds": time.perf_counter() - started}
 
 
-Work = Callable[[Bench, Job], dict]
-
-
 def available_cores() -> int:
     """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
-    """--jobs, else every core for a model file on the CPU; objects from a notebook and devices run in-process."""
-    if model_path is None:
-        return 1
-    if config.jobs is not None:
-        return max(1, min(config.jobs, runs))
-    return 1 if config.device else max(1, min(available_cores(), runs))
 
 
 def probe_for(spec: ModelSpec, config: Config) -> Probe:
@@ -108,49 +95,31 @@ def _start_worker(model_path: str, config: Config, start_file: str, metric_names
     _BENCH = Bench(spec, config, torch.load(start_file, weights_only=True), probe_for(spec, config), metric_names)
 
 
-def _work(work: Work, job: Job) -> dict:
+def _work(job: Job) -> dict:
     assert _BENCH is not None, "worker used before _start_worker"
-    return work(_BENCH, job)
-
-
-class Workers:
-    """Runs jobs from one start: in this process, or in `processes` spawned workers kept for every batch of jobs.
-
-    Workers split the cores between them (torch threads per worker = cores // processes) and load the model
-    file themselves; a usage error in one ends the others. Objects (no model file) run in this process.
-    """
-
-    def __init__(self, bench: Bench, processes: int, model_path: Optional[str], scratch: Path) -> None:
-        self.bench = bench
-        self.pool = None
-        if processes > 1 and model_path is not None:
-            start_file = scratch / "start.pt"
-            torch.save(bench.start, start_file)
-            threads = max(1, available_cores() // processes)
-            context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(processes, _start_worker, (model_path, bench.config, str(start_file),
-                                                                bench.metric_names, threads, os.getpid()))
-
-    def run(self, jobs: Sequence[Job], work: Work = run_job) -> Iterator[dict]:
-        """Yield each job's record (`work(bench, job)`, a module-level function) as it finishes."""
-        if self.pool is None:
-            for job in jobs:
-                yield work(self.bench, job)
-            return
-        yield from self.pool.imap_unordered(functools.partial(_work, work), jobs, chunksize=1)
-
-    def __enter__(self) -> "Workers":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.close()
-            self.pool.terminate()
-            self.pool.join()
+    return run_job(_BENCH, job)
 
 
 def run_all(bench: Bench, jobs: Sequence[Job], processes: int, model_path: Optional[str],
             scratch: Path) -> Iterator[dict]:
-    """Yield each sweep job's record as it finishes: in this process, or in `processes` spawned workers."""
-    with Workers(bench, processes, model_path, scratch) as workers:
-        yield from workers.run(jobs)
+    """Yield each job's record as it finishes: in this process, or in `processes` spawned workers.
+
+    Workers split the cores between them (torch threads per worker = cores // processes) and load the model
+    file themselves; a usage error in one ends the others.
+    """
+    if processes <= 1 or model_path is None:
+        for job in jobs:
+            yield run_job(bench, job)
+        return
+    start_file = scratch / "start.pt"
+    torch.save(bench.start, start_file)
+    threads = max(1, available_cores() // processes)
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(processes, _start_worker, (model_path, bench.config, str(start_file), bench.metric_names,
+                                                   threads, os.getpid()))
+    try:
+        yield from pool.imap_unordered(_work, jobs, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
