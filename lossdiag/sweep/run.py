@@ -46,10 +46,13 @@ def estimate_line(first_seconds: float, remaining: int, processes: int) -> str:
 
 
 def _jobs(terms: list[str], plan: list[Candidate]) -> list[Job]:
+    """The runs in the order they start: the point under the weights in force first, so that a sweep killed part-way
+    still holds the run every other point is judged against, then each term alone, then the other points."""
     alone = [Job(ALONE, k, {t: float(t == term) for t in terms}, {"term": term}) for k, term in enumerate(terms)]
     points = [Job(POINT, k, c.weights, {key: v for key, v in c.to_dict().items() if key != "weights"})
               for k, c in enumerate(plan)]
-    return alone + points
+    current = [job for job, c in zip(points, plan) if c.current]
+    return current + alone + [job for job, c in zip(points, plan) if not c.current]
 
 
 def _centre(spec: ModelSpec, config: Config, start: dict, enabled: bool) -> tuple[dict, dict]:
