@@ -53,28 +53,35 @@ class ProfileResult:
         return fragment(self.diagnosis, self.summary)
 
 
-def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any) -> tuple[ModelSpec, Optional[Path]]:
+def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any,
+          validation_batches: Any) -> tuple[ModelSpec, Optional[Path]]:
+    from lossdiag.errors import SpecError
+
     if isinstance(model, (str, Path)):
+        if validation_batches is not None:
+            raise SpecError("profile(model_file, validation_batches=...): a model file gives its held-out batches "
+                            "as validation_batches() in the file")
         return load_model_file(model), Path(model)
     if batches is None or losses is None:
-        from lossdiag.errors import SpecError
-
         raise SpecError("profile(model, batches, losses): pass a model file's path, or all three objects")
-    return spec_from_objects(model, batches, losses, weights, make_optimizer), None
+    return spec_from_objects(model, batches, losses, weights, make_optimizer, validation_batches), None
 
 
 def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, *,
             weights: Optional[Mapping[str, float]] = None,
             make_optimizer: Optional[Callable[[Iterable], Any]] = None,
+            validation_batches: Any = None,
             config: Optional[str | Path] = None, progress: Optional[bool] = None,
             **options: Any) -> ProfileResult:
     """Profile a model file, or (model, batches, losses) objects, and return the diagnosis.
 
+    With objects, `validation_batches` (held-out batches, as the model file's validation_batches()) is where every
+    run from the start is judged; without it, probe batches drawn from `batches` are.
     Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...).
     A module passed in is trained on a copy; the caller's model and every RNG state are left as they were.
     """
     with preserved_rng():
-        spec, model_path = _spec(model, batches, losses, weights, make_optimizer)
+        spec, model_path = _spec(model, batches, losses, weights, make_optimizer, validation_batches)
         if weights is not None and model_path is not None:
             options["weights"] = weights
         resolved = load(Path(config) if config else None, model_path, options)

@@ -116,8 +116,10 @@ def spec_from_namespace(names: Mapping[str, Any], source: str) -> ModelSpec:
 
 def spec_from_objects(model: Any, batches: Any, losses: LossesFn,
                       weights: Mapping[str, float] | None = None,
-                      make_optimizer: Callable | None = None) -> ModelSpec:
-    """Build a ModelSpec from objects; a module passed in is copied, never trained in place."""
+                      make_optimizer: Callable | None = None,
+                      validation_batches: Any = None) -> ModelSpec:
+    """Build a ModelSpec from objects; a module passed in is copied, never trained in place. `validation_batches`
+    (an iterable or a function returning one) plays the model file's validation_batches()."""
     if isinstance(model, torch.nn.Module):
         pristine = copy.deepcopy(model)
         build_model = lambda: copy.deepcopy(pristine)  # noqa: E731
@@ -129,7 +131,11 @@ def spec_from_objects(model: Any, batches: Any, losses: LossesFn,
         raise SpecError(f"losses must be a function losses(model, batch), got {type(losses).__name__}")
     batches_fn = batches if callable(batches) else _replayable(batches)
     weights = parse_weights(weights, "weights") if weights else {}
-    return ModelSpec("<objects>", build_model, batches_fn, losses, weights, make_optimizer or default_optimizer)
+    validation = None
+    if validation_batches is not None:
+        validation = validation_batches if callable(validation_batches) else _replayable(validation_batches)
+    return ModelSpec("<objects>", build_model, batches_fn, losses, weights, make_optimizer or default_optimizer,
+                     validation_batches=validation)
 
 
 def _replayable(iterable: Any) -> Callable[[], Iterable[Any]]:

@@ -17,7 +17,8 @@ def _first_finite(values) -> float | None:
 
 VERIFY_WITH = {"lightning": "lossdiag.integrations.lightning.find_weights(trainer, model)",
                "transformers": "lossdiag.integrations.transformers.find_weights(trainer)"}
-PLAIN_LOOP = "lossdiag.profile(model, batches, losses, weights=<the weights in force>)"
+PLAIN_LOOP = ("lossdiag.profile(model, batches, losses, weights=<the weights in force>, "
+              "validation_batches=<held-out batches>)")
 
 
 def verify_with(meta: dict) -> str | None:

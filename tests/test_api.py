@@ -84,3 +84,17 @@ def test_a_shuffling_dataloader_leaves_every_rng_state_as_it_was():
     assert torch.equal(torch.get_rng_state(), torch_state)
     assert random.getstate() == python_state
     assert np.array_equal(np.random.get_state()[1], numpy_state[1])
+
+
+def test_objects_are_judged_on_the_validation_batches_given():
+    batches = [deep_supervision_batch(s) for s in range(3)]
+    held_out = [deep_supervision_batch(s) for s in range(100, 102)]
+    options = dict(steps=6, check_steps=4, no_checks=True)
+    on_probe = lossdiag.profile(DeepSupervision, batches, deep_supervision_terms, **options)
+    on_held_out = lossdiag.profile(DeepSupervision, batches, deep_supervision_terms, validation_batches=held_out,
+                                   **options)
+    assert on_probe.summary["outcome"]["on"] == "probe"
+    assert on_held_out.summary["outcome"]["on"] == "validation"
+    assert on_held_out.summary["outcome"]["in_force"] != on_probe.summary["outcome"]["in_force"]
+    with pytest.raises(lossdiag.SpecError, match="validation_batches"):
+        lossdiag.profile("model.py", validation_batches=held_out)
