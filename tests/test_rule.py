@@ -116,6 +116,8 @@ def test_main_terms_pay_nothing_and_costly_gains_are_a_trade_off():
     guarded = answer(evidence(in_force, [], main=["main"]), ends)
     assert guarded.kind == TRADE_OFF and guarded.main == ["main"]
     assert all("main 'main'" in a.verdict for a in guarded.assessments if a.gains)
+    assert "main 'main' +" in guarded.reason and "would pay" in guarded.reason
+    assert "declare" not in guarded.reason and "other terms" not in guarded.reason
 
 
 def test_nothing_to_gain_keeps_the_weights_and_says_dominance_is_by_design():

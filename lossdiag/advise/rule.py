@@ -161,6 +161,18 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
                       gains, costs, qualifies, why)
 
 
+def _trade_off_text(gaining: Sequence[Assessment], main: Sequence[str], config: Config) -> str:
+    """Why the candidates that serve a term were not taken: the main terms would pay (their least measured
+    change among those candidates) when every one costs a main term, else the other terms' costs past the bound."""
+    main_costs = [{t: a.costs[t] for t in main if t in a.costs} for a in gaining]
+    if main and all(main_costs):
+        least = min(main_costs, key=lambda paid: max(paid.values()))
+        return (f"main {_terms_text(least)} would pay (the least among the candidates that serve a term); "
+                "choose by the metric that matters with `lossdiag sweep --metric`")
+    return (f"the gains cost other terms more than the bound ({config.max_cost:.0%}); choose by the metric "
+            "that matters with `lossdiag sweep --metric`, or declare the terms you care most about (`main`)")
+
+
 def planned(evidence: Evidence, found: Mapping[str, Situation], config: Config) -> list[dict[str, float]]:
     """The first candidates: share balancing, the dominant term stepped down on a log scale, each lagging term
     stepped up, the helpers of a term that needs the others stepped up, the fixed point (near-duplicates run
@@ -323,11 +335,10 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(REWEIGHT, dict(picked.weights), (
             f"{tried}: it serves {_terms_text({t: -g for t, g in picked.gains.items()})} on the outcome; {cost} "
             f"(bound {config.max_cost:.0%}){main}"), assessments=assessments, chosen=chosen, tried=True, **base)
-    if any(_to_gain(a, found, evidence.main, config) for a in assessments):
-        return Recommendation(TRADE_OFF, dict(evidence.weights), (
-            f"{tried}: the gains cost other terms more than the bound ({config.max_cost:.0%}); choose by the metric "
-            f"that matters with `lossdiag sweep --metric`, or declare the terms you care most about (`main`)"),
-            assessments=assessments, chosen=None, tried=True, **base)
+    gaining = [a for a in assessments if _to_gain(a, found, evidence.main, config)]
+    if gaining:
+        why = _trade_off_text(gaining, evidence.main, config)
+        return Recommendation(TRADE_OFF, dict(evidence.weights), f"{tried}: {why}", assessments=assessments, chosen=None, tried=True, **base)
     design = (f"; '{evidence.dominant}' dominates by design" if evidence.dominant is not None else "")
     return Recommendation(KEEP, dict(evidence.weights), (
         f"keep the weights in force: {tried}, none serves a term clearly better without costing another more than "
