@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 import lossdiag
+from lossdiag.report.sweep_figures import progress_label
+from lossdiag.sweep.records import SweepData
 from cli_helpers import ENV, kill_when, run_cli
 
 QUICK = ["--steps", "30", "--sweep-steps", "60", "--points", "5"]
@@ -116,3 +119,19 @@ def test_report_on_a_folder_without_records_says_so(tmp_path):
 def test_profile_of_a_trade_off_prints_the_sweep_command(fixtures, tmp_path):
     completed = run_cli("profile", fixtures / "opposed.py", "--steps", "30", "--no-checks", "--out", tmp_path)
     assert f"lossdiag sweep {fixtures / 'opposed.py'}" in completed.stdout, completed.stdout
+
+
+def test_a_sweep_judged_on_validation_batches_names_them_and_shows_a_term_from_near_0_as_from_0(fixtures, tmp_path):
+    out = tmp_path / "vae"
+    completed = run_cli("sweep", fixtures / "outcome_vae.py", "--steps", "10", "--sweep-steps", "20", "--points", "3",
+                        "--out", out)
+    assert completed.returncode == 0, completed.stderr
+    written = json.loads((out / "sweep.json").read_text())
+    assert written["probe"]["on"] == "validation"
+    assert any(abs(point["progress"]["kl"]) > 10 for point in written["points"])
+    page = (out / "sweep.html").read_text()
+    for text in (completed.stdout, page):
+        assert "from ~0" in text and not re.search(r"\de\+\d+%", text)
+        assert "validation batches" in text and "probe batches" not in text
+    records = [json.loads(line) for line in (out / "sweep_records.jsonl").read_text().splitlines() if line.strip()]
+    assert "validation batches" in progress_label(SweepData.from_records(records))

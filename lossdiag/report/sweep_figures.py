@@ -13,11 +13,15 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from lossdiag.report.figures import CURRENT, FONT, SUGGESTED, ReportFigure, _finish, _legend, drawn_figure, label, style
-from lossdiag.report.sweep_terminal import alpha_text
+from lossdiag.report.sweep_terminal import alpha_text, judged_on
 from lossdiag.sweep.records import SweepData
 
 MAX_METRIC_PANELS = 4
-PROGRESS_LABEL = "progress (relative drop on the probe batches)"
+
+
+def progress_label(data: SweepData) -> str:
+    """The progress axis's label, naming the batches progress was measured on."""
+    return f"progress (relative drop on the {judged_on(data.meta['probe'])})"
 
 
 def _value(point: dict, key: str, name: str) -> float:
@@ -97,7 +101,7 @@ def _two_terms(data: SweepData, metrics: list[str]) -> Figure:
     ax.set_xscale("logit")
     _against(ax, data, order, alphas, "progress", data.terms, alone=True)
     _dedupe_legend(ax)
-    _finish(ax, "Each term's progress against alpha", axis, PROGRESS_LABEL)
+    _finish(ax, "Each term's progress against alpha", axis, progress_label(data))
     _pareto(panels[1], data)
     for ax, metric in zip(panels[2:], metrics):
         ax.set_xscale("logit")
@@ -121,7 +125,7 @@ def _scaled_terms(data: SweepData, metrics: list[str]) -> Figure:
         _against(ax, data, indices, factors, "progress", data.terms, alone=True)
         _dedupe_legend(ax)
         _finish(ax, f"Progress as {label(term, 28)}'s weight is scaled", f"factor on {label(term, 28)}'s weight",
-                PROGRESS_LABEL)
+                progress_label(data))
     for ax, metric in zip(panels[len(data.terms):], metrics):
         ax.set_xscale("log")
         for k, term in enumerate(data.terms):
@@ -154,8 +158,8 @@ def sweep_figures(data: SweepData) -> list[ReportFigure]:
     title = "Sweep"
     caption = ("Each point trained from the same start on the same batches for "
                f"{data.meta['config']['sweep_steps']} steps. Progress is each term's relative drop on the same "
-               "probe batches (dotted: the term trained alone); the large dot is the recommended point, the square "
-               "the weights in force.")
+               f"{judged_on(data.meta['probe'])} (dotted: the term trained alone); the large dot is the recommended "
+               "point, the square the weights in force.")
     if not data.points:
         return [ReportFigure("sweep", title, caption, note="no point finished")]
     return [drawn_figure("sweep", title, caption, lambda: sweep_figure(data))]

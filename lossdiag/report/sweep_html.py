@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 from lossdiag.report.figures import ReportFigure
 from lossdiag.report.html import _figures, _table, _tag, document, esc, inline
-from lossdiag.report.sweep_terminal import context_line, paste_lines, points_table, verdict
+from lossdiag.report.sweep_terminal import context_line, judged_on, paste_lines, points_table, verdict
 
 
 def _header(sweep: dict) -> str:
@@ -39,7 +39,8 @@ def _verdict(sweep: dict, model_path: Optional[str]) -> str:
 def _points(sweep: dict) -> str:
     header, rows = points_table(sweep)
     cells = [[esc(cell) for cell in row] for row in rows]
-    note = (f"progress: each term's relative drop on the probe batches after the run. score: {esc(sweep['criterion'])}. "
+    note = (f"progress: each term's relative drop on the {judged_on(sweep['probe'])} after the run "
+            f"(from ~0: a term that starts near 0). score: {esc(sweep['criterion'])}. "
             "Pareto: no other point makes every term progress more.")
     return _tag("h2", f"Points ({len(rows)})") + _table([esc(h) for h in header], cells, 2) + _tag("p", note, "ld-note")
 

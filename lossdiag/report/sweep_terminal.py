@@ -5,7 +5,7 @@ import math
 import shlex
 from typing import Optional
 
-from lossdiag.report.terminal import _table, number, percent, plain, safe, term_text
+from lossdiag.report.terminal import _table, number, plain, readable_drop, safe, term_text
 
 
 def alpha_text(alpha: float) -> str:
@@ -58,13 +58,18 @@ def verdict(sweep: dict) -> str:
     if sweep.get("kept"):
         return (f"keep the weights in force: no point qualifies under the rule ({point_name(point, terms)} is the "
                 f"weights in force); see the table for what each point costs, or choose with --metric")
-    progress = ", ".join(f"{term_text(t)} {percent(point['progress'][t])}" for t in terms)
+    progress = ", ".join(f"{term_text(t)} {readable_drop(point['progress'][t])}" for t in terms)
     text = f"recommended: {point_name(point, terms)} ({progress} progress"
     current = next((p for p in sweep["points"] if p.get("current")), None)
     if current is not None and current is not point:
-        text += "; under the weights in force: " + ", ".join(f"{term_text(t)} {percent(current['progress'][t])}"
-                                                             for t in terms)
+        text += "; under the weights in force: " + ", ".join(
+            f"{term_text(t)} {readable_drop(current['progress'][t])}" for t in terms)
     return text + f"), chosen by {safe(sweep['criterion'])}"
+
+
+def judged_on(probe: dict) -> str:
+    """Which batches the sweep measured progress on: the model file's validation batches or the probe batches."""
+    return "validation batches" if probe.get("on") == "validation" else "fixed probe batches"
 
 
 def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
@@ -78,7 +83,7 @@ def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
         marks += ["Pareto"] if k in sweep["pareto"] else []
         marks += ["in force"] if point.get("current") else []
         rows.append([point_name(point, terms), weights_text(point["weights"], terms, ", "),
-                     *(percent(point["progress"][t]) for t in terms),
+                     *(readable_drop(point["progress"][t]) for t in terms),
                      *(number((point.get("metrics") or {}).get(m)) for m in metrics),
                      number(point.get("score"), 3), ", ".join(marks)])
     return header, rows
@@ -86,9 +91,9 @@ def points_table(sweep: dict) -> tuple[list[str], list[list[str]]]:
 
 def context_line(sweep: dict) -> str:
     """What was run: points, steps, probe and the alone runs."""
-    alone = ", ".join(f"{term_text(t)} {percent(v)}" for t, v in sweep["alone"].items())
+    alone = ", ".join(f"{term_text(t)} {readable_drop(v)}" for t, v in sweep["alone"].items())
     return (f"{len(sweep['points'])} of {sweep['planned_points']} points, each trained {sweep['sweep_steps']} steps "
-            f"from the same start on the same batches; progress on {sweep['probe']['batches']} fixed probe batches; "
+            f"from the same start on the same batches; progress on {sweep['probe']['batches']} {judged_on(sweep['probe'])}; "
             f"each term trained alone: {alone}")
 
 
