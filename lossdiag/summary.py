@@ -5,6 +5,7 @@ import numpy as np
 
 from lossdiag._version import __version__
 from lossdiag.analyse.run import finite_median
+from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.diagnose import CHECK, Diagnosis
 from lossdiag.record.stream import finite_or_none
@@ -143,7 +144,7 @@ def advice_per_term(advice: Recommendation | None, checks: list[dict], term: str
     alone = next((c.get("relative_drop") for c in checks if c["term"] == term), None)
     in_force = advice.in_force if advice is not None else None
     return {"progress_alone": alone,
-            "progress": in_force.progress.get(term) if in_force else None,
+            "progress": meaningful_drop(in_force.progress.get(term)) if in_force else None,
             "applied_share": in_force.applied_shares.get(term) if in_force else None,
             "recommended_weight": advice.weights.get(term) if advice is not None else None}
 
@@ -166,7 +167,7 @@ def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
         "in_force": in_force.to_dict() if in_force else None,
         "verification": advice.verification.to_dict() if advice.verification else None,
         "verification_rounds": [r.to_dict() for r in advice.rounds],
-        "progress": {t: in_force.progress.get(t) if in_force else None for t in terms},
+        "progress": {t: meaningful_drop(in_force.progress.get(t)) if in_force else None for t in terms},
         "outcome": advice.outcome(),
         "situations": {t: s.to_dict() for t, s in advice.situations.items()},
         "opposed": advice.opposed,

@@ -107,6 +107,17 @@ def relative_progress(before: Mapping[str, float], after: Mapping[str, float]) -
     return found
 
 
+UNREADABLE_DROP = 10.0
+
+
+def meaningful_drop(value: Optional[float]) -> Optional[float]:
+    """A relative drop where it means something, else None: past UNREADABLE_DROP (1000%) the term started near 0,
+    and its losses in units say what happened (the displays write 'from ~0', the summary null)."""
+    if value is None or not math.isfinite(value) or abs(value) > UNREADABLE_DROP:
+        return None
+    return value
+
+
 def progress_noise(before: Sequence[Mapping[str, float]], after: Sequence[Mapping[str, float]]
                    ) -> dict[str, Optional[float]]:
     """Standard error of each term's relative drop, from the spread of the per-batch drops over the probe batches.

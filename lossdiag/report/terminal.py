@@ -6,6 +6,7 @@ import math
 import shlex
 from typing import Any, Optional
 
+from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.recommend import SPREAD_WIDE
 from lossdiag.config import format_pairs, quote_name
 
@@ -197,13 +198,10 @@ def percent(value: Optional[float]) -> str:
     return f"{value:.1%}" if abs(value) < 10 else f"{value * 100:.3g}%"
 
 
-UNREADABLE_DROP = 10.0
-
-
 def readable_drop(value: Optional[float]) -> str:
-    """A relative drop as a percentage, or 'from ~0' past 1000% (a term that starts near 0: its losses in units,
-    beside it, say what happened)."""
-    if value is not None and math.isfinite(value) and abs(value) > UNREADABLE_DROP:
+    """A relative drop as a percentage, or 'from ~0' where it means nothing (probe.meaningful_drop: a term that
+    starts near 0, whose losses in units, beside it, say what happened)."""
+    if value is not None and math.isfinite(value) and meaningful_drop(value) is None:
         return "from ~0"
     return percent(value)
 
