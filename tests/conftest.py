@@ -8,10 +8,9 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(1)
+from paths import EXAMPLES, FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures"
-EXAMPLES = Path(__file__).resolve().parents[1] / "notebooks_examples"
+torch.set_num_threads(1)
 
 
 @pytest.fixture

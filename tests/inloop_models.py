@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lossdiag.spec import ModelSpec, load_model_file
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 AUX_BY_DESIGN = FIXTURES / "advice_aux_by_design.py"
 
 

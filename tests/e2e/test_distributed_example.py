@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 import lossdiag
+from paths import ROOT
 
 WORLD = 2
 EVERY = 7
@@ -21,7 +22,7 @@ EVERY = 7
 def torchrun(example: Path, folder: Path, *options: str) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(WORLD),
                str(example), *options]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
 

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import re
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,8 @@ from lossdiag.errors import SpecError
 from lossdiag.record.shared import discover
 from lossdiag.record.stream import read_records
 from lossdiag.spec import batch_stream, load_model_file
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 EXPECTED = {
     "check_healthy.py": set(),

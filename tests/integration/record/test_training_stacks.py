@@ -20,6 +20,7 @@ from cli_helpers import ENV, run_cli
 from lossdiag import Monitor
 from lossdiag.errors import SpecError
 from lossdiag.record.stream import read_records
+from paths import ROOT
 from reference import flat_term_gradients, gram, relative_error
 
 SEED = 0
@@ -556,7 +557,7 @@ print(extra[-1])
 def test_a_recorded_step_holds_at_most_k_plus_one_copies_of_the_shared_parameters(tmp_path):
     child = MEMORY_CHILD.format(out=str(tmp_path / "run"))
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(child)], env={**ENV, "MALLOC_MMAP_THRESHOLD_": "65536"},
-                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     extra_mib = int(done.stdout.split()[-1]) / 1024
     assert extra_mib <= 3 * 64, extra_mib

@@ -1,6 +1,4 @@
 """The shared primitive: a fresh model trained from the run's start under given weights, measured on the probe."""
-from pathlib import Path
-
 import torch
 
 from lossdiag.advise.probe import draw_probe
@@ -8,8 +6,7 @@ from lossdiag.advise.runs import train_alone, train_under
 from lossdiag.config import Config
 from lossdiag.profiler import initial_state
 from lossdiag.spec import load_model_file
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from paths import FIXTURES
 
 
 def _setup(name="check_healthy.py"):

@@ -12,8 +12,8 @@ from cli_helpers import run_cli
 from lossdiag.checks.single_term import check_findings
 from lossdiag.config import Config
 from lossdiag.analyse.run import parse
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 QUICK = ("--steps", "20", "--check-steps", "20")
 HELD_OUT = '''
 

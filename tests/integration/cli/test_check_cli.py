@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -10,8 +9,8 @@ from click.testing import CliRunner
 from cli_helpers import run_cli, run_json
 from lossdiag.cli import main
 from lossdiag.config import Config
+from paths import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 
 CHECK_EXPECTED = {
     "check_detached.py": (1, {("no-grad-path", "classification")}),

@@ -16,9 +16,8 @@ import pytest
 
 import lossdiag
 from outcomes import follow, mean_terms
+from paths import EXAMPLES, FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
-EXAMPLES = Path(__file__).resolve().parents[1] / "notebooks_examples"
 SEEDS = (0, 1)
 COST_BOUND = 0.10      # the acceptance: following the advice costs no term more than 10% held-out
 

@@ -3,13 +3,10 @@ displays say 'from ~0')."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import pytest
 
 from cli_helpers import run_cli
-
-FIXTURES = Path(__file__).parent / "fixtures"
+from paths import FIXTURES
 
 
 @pytest.fixture(scope="module")

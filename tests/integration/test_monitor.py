@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from lossdiag import Monitor, SpecError
 from lossdiag.record.schedule import Schedule
 from lossdiag.record.stream import read_records
-from tests.reference import flat_term_gradients, gram, relative_error
+from reference import flat_term_gradients, gram, relative_error
 
 WEIGHTS = {"aux": 0.5, "reg": 0.01, "mag": 2.0}
 SCOPES = [("all", None), ("last-layer", None), ("representation", "high")]

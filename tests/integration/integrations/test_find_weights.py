@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import lossdiag
-from tests.inloop_models import (AUX_BY_DESIGN, batch_loader, hf_trainer, lightning_module, lightning_trainer,
-                                 spec_of)
-from tests.conftest import EXAMPLES
+from inloop_models import AUX_BY_DESIGN, batch_loader, hf_trainer, lightning_module, lightning_trainer, spec_of
+from paths import EXAMPLES
 
 pl = pytest.importorskip("lightning.pytorch", reason="the lightning extra is not installed")
 transformers = pytest.importorskip("transformers", reason="the transformers extra is not installed")

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from lossdiag import Monitor, SpecError
 from lossdiag.record.stream import read_records
-from tests.test_monitor import WEIGHTS, _reference, batch, deterministic, fresh, losses, train  # noqa: F401
+from test_monitor import WEIGHTS, _reference, batch, deterministic, fresh, losses, train  # noqa: F401
 
 
 class Calls:

@@ -16,9 +16,8 @@ from lossdiag.diagnose import diagnose
 from lossdiag.record.stream import read_records
 from lossdiag.spec import load_model_file
 from lossdiag.summary import build_summary
+from paths import EXAMPLES, FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
-EXAMPLES = Path(__file__).resolve().parents[1] / "notebooks_examples"
 CONFIG = Config()
 
 

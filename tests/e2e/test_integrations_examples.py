@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "notebooks_examples"
+from paths import EXAMPLES
+
 OPTIONAL = ("lightning", "transformers", "accelerate", "tensorboard", "wandb")
 OUTPUTS = shutil.ignore_patterns("lossdiag-*", "tensorboard-runs", "hf-output", "lightning_logs", "__pycache__")
 
