@@ -18,7 +18,6 @@ from lossdiag.errors import SpecError
 from lossdiag.findings import Finding, conflict_findings, dominance_findings, sort_findings
 
 PROFILE, CHECK = "profile", "check"
-CLEAR_CONFLICT = 0.9  # a pair opposes clearly, not on a hair past the cosine line: negative on 90% of recorded steps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +89,7 @@ def diagnose(records: Sequence[dict], torn: bool = False) -> Diagnosis:
     if run.meta.get("purpose", PROFILE) == CHECK:
         return Diagnosis(run, config, shares, pairs, cosine_matrix(run.terms, pairs), suggestion, None,
                          sort_findings(sanity_findings(run) + check_findings(run, config)))
-    conflicted = [t for pair in pairs if pair.cosine_median < config.conflict_cosine
-                  and pair.negative_fraction >= CLEAR_CONFLICT for t in pair.terms]
-    advice = recommend(balanced, config, shares.shares, shares.dominant_term, conflicted)
+    advice = recommend(balanced, config, shares.shares, shares.dominant_term)
     found = advice.situations
     term_progress = tuple(progress(run, found))
     judged = bool(found) and bool(run.extra.get("check"))

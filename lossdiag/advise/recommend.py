@@ -61,8 +61,7 @@ def run_end(record: dict) -> RunEnd:
                   int(record.get("skipped_updates", record.get("nonfinite_steps", 0)) or 0))
 
 
-def evidence(run: RunData, config: Config, shares: Mapping[str, float], dominant: Optional[str],
-             conflicted: Sequence[str] = ()) -> Evidence:
+def evidence(run: RunData, config: Config, shares: Mapping[str, float], dominant: Optional[str]) -> Evidence:
     """The rule's evidence from a profile's records (no run under the weights in force: a Monitor, --no-verify,
     or records from a version that kept no per-batch end figures)."""
     current = {t: float(run.meta.get("weights", {}).get(t, 1.0)) for t in run.terms}
@@ -79,7 +78,7 @@ def evidence(run: RunData, config: Config, shares: Mapping[str, float], dominant
         candidates=[run_end(r) for r in run.extra.get("verify", []) if "end_batches" in r],
         shares={t: s for t, s in shares.items() if t in run.shared_terms and math.isfinite(s)},
         dominant=dominant, targets=targets, main=list(config.main or []), user_targets=bool(config.target_shares),
-        conflicted=list(conflicted), shared=list(run.shared_terms))
+        shared=list(run.shared_terms))
 
 
 def _outcome(record: dict, found: Evidence, config: Config) -> Outcome:
@@ -87,7 +86,7 @@ def _outcome(record: dict, found: Evidence, config: Config) -> Outcome:
     starved = []
     if found.in_force is not None and "end_batches" in record:
         starved = [t for t, s in situations(found.terms, found.start, run_end(record), found.alone, config,
-                                            found.conflicted, found.shared).items() if s.name == STARVED]
+                                            found.shared).items() if s.name == STARVED]
     return Outcome(dict(record["weights"]), dict(record.get("shares", {})), dict(record.get("applied_shares", {})),
                    dict(record.get("progress", {})), dict(record.get("noise", {})), starved)
 
@@ -122,11 +121,9 @@ def _longer(spread: Mapping[str, tuple[float, float]], steps: int) -> Optional[i
     return 2 * steps if wide else None
 
 
-def recommend(run: RunData, config: Config, shares: Mapping[str, float], dominant: Optional[str],
-              conflicted: Sequence[str] = ()) -> Recommendation:
-    """The rule's decision over the profile's runs, with each run's shares and progress for the report;
-    `conflicted`: the terms of pairs whose gradients clearly oppose."""
-    found = evidence(run, config, shares, dominant, conflicted)
+def recommend(run: RunData, config: Config, shares: Mapping[str, float], dominant: Optional[str]) -> Recommendation:
+    """The rule's decision over the profile's runs, with each run's shares and progress for the report."""
+    found = evidence(run, config, shares, dominant)
     decision = decide(found, config)
     planned = config.check_steps > 0 and not (config.no_checks and config.no_verify)
     if found.in_force is None and run.meta.get("source") != MONITOR and planned:

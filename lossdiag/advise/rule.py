@@ -33,8 +33,8 @@ class Evidence:
     force (None when it could not be run: a Monitor); `alone` each term trained alone; `candidates` the candidate
     runs so far. `shares` are the terms' shares of the weighted shared gradient under the weights in force,
     `dominant` the term past the dominance threshold, `targets` the target shares of the share-balancing
-    candidate, `user_targets` whether the user set them, `conflicted` the terms of pairs whose gradients clearly
-    oppose (the gradient-conflict finding), `shared` the terms that reach shared parameters (None: all).
+    candidate, `user_targets` whether the user set them, `shared` the terms that reach shared parameters (None:
+    all).
     """
 
     terms: list[str]
@@ -49,7 +49,6 @@ class Evidence:
     targets: dict[str, float]
     main: list[str] = dataclasses.field(default_factory=list)
     user_targets: bool = False
-    conflicted: list[str] = dataclasses.field(default_factory=list)
     shared: Optional[list[str]] = None
 
 
@@ -213,8 +212,7 @@ def _rescue(evidence: Evidence, among: Sequence[RunEnd], config: Config) -> Opti
     """The progress fixed point taken again from the run (of `among`) that served the starved and behind terms
     best: that run's weights, each term still lagging there times its gain alone over its gain there; the
     correction of a candidate that moved the right way but not far enough (None when none lags there)."""
-    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config, evidence.conflicted,
-                       evidence.shared)
+    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config, evidence.shared)
     lagging = [t for t, s in found.items() if s.name in (STARVED, BEHIND)]
     reference = evidence.in_force.mean
     usable = [r for r in among
@@ -222,8 +220,7 @@ def _rescue(evidence: Evidence, among: Sequence[RunEnd], config: Config) -> Opti
     if not lagging or not usable:
         return None
     best = min(usable, key=lambda r: sum(math.log(r.mean[t] / reference[t]) for t in lagging))
-    under = situations(evidence.terms, evidence.start, best, evidence.alone, config, evidence.conflicted,
-                       evidence.shared)
+    under = situations(evidence.terms, evidence.start, best, evidence.alone, config, evidence.shared)
     return fixed_point(best.weights, under, sum(evidence.weights.values()))
 
 
@@ -273,10 +270,10 @@ class Judgement:
 
 def judge(terms: Sequence[str], start: list[dict[str, float]], in_force: RunEnd, alone: Mapping[str, RunEnd],
           candidates: Sequence[RunEnd], main: Sequence[str], config: Config,
-          conflicted: Sequence[str] = (), shared: Optional[Sequence[str]] = None) -> Judgement:
+          shared: Optional[Sequence[str]] = None) -> Judgement:
     """Situations from the start, each term alone and the weights in force; each candidate assessed against the
     weights in force; the chosen one (None when none qualifies). The profile and the sweep both decide by this."""
-    found = situations(terms, start, in_force, alone, config, conflicted, shared)
+    found = situations(terms, start, in_force, alone, config, shared)
     assessments = [assess(r, in_force, found, main, config) for r in candidates]
     return Judgement(found, assessments, choose(assessments, config))
 
@@ -297,8 +294,7 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(KEEP, dict(evidence.weights), f"keep the weights in force: {why}", in_force_end={},
                               assessments=[], chosen=None, situations={}, tried=False,
                               candidate=candidate[0] if candidate else None, **base)
-    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config,
-                       evidence.conflicted, evidence.shared)
+    found = situations(evidence.terms, evidence.start, evidence.in_force, evidence.alone, config, evidence.shared)
     in_force_end = mean_of(evidence.in_force.end)
     base.update(in_force_end=in_force_end, situations=found)
     trigger = evidence.dominant is not None or any(s.to_gain or s.name == NEEDS_OTHERS for s in found.values())
@@ -318,7 +314,7 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(KEEP, dict(evidence.weights), "verifying", assessments=[], chosen=None, tried=True,
                               pending=pending, **base)
     judged = judge(evidence.terms, evidence.start, evidence.in_force, evidence.alone, evidence.candidates,
-                   evidence.main, config, evidence.conflicted, evidence.shared)
+                   evidence.main, config, evidence.shared)
     assessments = judged.assessments
     more = [w for w in _corrections(evidence, assessments, found, config) if _matching(evidence.candidates, w) is None]
     if more:

@@ -2,10 +2,11 @@
 
 - `starved`: goes down alone, clearly less combined (at most starved_ratio of the alone gain, in its units);
 - `behind`: goes down alone and does clearly worse combined than alone (by min_gain or more), yet not starved;
-- `opposed`: gets worse than its start under the weights in force while the others train, by more than it gains
-  trained alone (a KL term that starts near 0 and rises: not a drowned term that drifts up a little), or is one of
-  a pair whose gradients clearly oppose (gradient-conflict) and does not do clearly well combined: a trade-off
-  that no weight rescues;
+- `opposed`: gets worse than its start under the weights in force while the others train, beyond noise and by
+  more than it gains trained alone (a KL term that starts near 0 and rises, not a drowned term that drifts up a
+  little): a trade-off, never "rescued" by a weight. A term that falls is never opposed, even in a pair whose
+  gradients clearly oppose (a VAE's reconstruction): it is starved or behind when it does clearly worse than
+  alone, and the rule finds the trade-off by the candidates' costs;
 - `needs-others`: does not go down alone but does combined: it needs the others, it is not broken;
 - `stalled`: goes down neither alone nor combined;
 - `learns`: goes down combined, and no clearly worse than alone.
@@ -50,10 +51,10 @@ class Situation:
 
 
 def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunEnd], config: Config,
-              conflicted: bool = False, judged: bool = True) -> Situation:
-    """Name one term's situation from the start, its run alone (None when it was not run) and the combined run;
-    `conflicted`: the term is in a pair whose gradients clearly oppose. A term not `judged` (it reaches no shared
-    parameter, or the combined run skipped a non-finite update) is only `learns`, `needs-others` or `stalled`."""
+              judged: bool = True) -> Situation:
+    """Name one term's situation from the start, its run alone (None when it was not run) and the combined run.
+    A term not `judged` (it reaches no shared parameter, or the combined run skipped a non-finite update) is only
+    `learns`, `needs-others` or `stalled`."""
     z = config.check_noise_z
     combined = change(in_force.end, start, term)
     alone_change = change(alone.end, start, term) if alone is not None else None
@@ -71,8 +72,6 @@ def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunE
         name = LEARNS if learns_alone or alone is None else NEEDS_OTHERS
     else:
         name = STALLED if alone is not None and not learns_alone else LEARNS
-    if conflicted and name in (STARVED, BEHIND, STALLED) or conflicted and not learns_combined:
-        name = OPPOSED
     if not judged and name in (STARVED, BEHIND, OPPOSED):
         name = LEARNS if learns_combined else STALLED
     return Situation(term, name, combined.reference, alone_change.end if alone_change is not None else None,
@@ -81,10 +80,8 @@ def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunE
 
 
 def situations(terms: Sequence[str], start: PerBatch, in_force: RunEnd, alone: Mapping[str, RunEnd],
-               config: Config, conflicted: Collection[str] = (),
-               shared: Optional[Collection[str]] = None) -> dict[str, Situation]:
-    """Every term's situation, in the terms' order; `conflicted` are the terms of clearly opposed gradient pairs,
-    `shared` the terms on shared parameters (all when None): only they, and only when the combined run applied
-    every update, can be starved, behind or opposed."""
-    return {t: situation(t, start, in_force, alone.get(t), config, t in conflicted,
+               config: Config, shared: Optional[Collection[str]] = None) -> dict[str, Situation]:
+    """Every term's situation, in the terms' order; `shared` the terms on shared parameters (all when None): only
+    they, and only when the combined run applied every update, can be starved, behind or opposed."""
+    return {t: situation(t, start, in_force, alone.get(t), config,
                          (shared is None or t in shared) and not in_force.skipped_updates) for t in terms}

@@ -1,5 +1,6 @@
-"""A VAE profiled as a user would: `progress` writes null for KL, whose relative drop from near 0 means nothing (the
-displays say 'from ~0')."""
+"""A VAE profiled as a user would: `opposed` names only the term that gets worse (KL, rising from near 0), never the
+reconstruction that falls beside it in a clearly conflicting pair, and `progress` writes null for KL, whose relative
+drop from near 0 means nothing (the displays say 'from ~0')."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,19 @@ def profiled(tmp_path_factory):
     completed = run_cli("profile", FIXTURES / "outcome_vae.py", "--steps", "20", "--check-steps", "40", "--out", out)
     assert completed.returncode == 0, completed.stderr
     return out, completed.stdout, json.loads((out / "summary.json").read_text())
+
+
+def test_opposed_names_only_the_term_that_gets_worse(profiled):
+    _, _, summary = profiled
+    assert any(set(pair["terms"]) == {"reconstruction", "kl"} and pair["cosine_median"] < -0.5
+               for pair in summary["conflict"]), "the pair's gradients clearly oppose: the case this test is about"
+    reconstruction, kl = summary["situations"]["reconstruction"], summary["situations"]["kl"]
+    assert reconstruction["combined"] < reconstruction["start"], "reconstruction falls under the weights in force"
+    assert kl["combined"] > kl["start"]
+    assert summary["opposed"] == ["kl"]
+    assert reconstruction["name"] != "opposed"
+    assert [f["terms"] for f in summary["findings"] if f["code"] == "opposed"] == [["kl"]]
+    assert summary["recommendation"] != "reweight"
 
 
 def test_progress_is_null_where_the_relative_drop_means_nothing(profiled):
