@@ -1,6 +1,6 @@
 """`python -m lossdiag` and the `lossdiag` command; a Ctrl-C before the command line takes over (while importing)
 is one line and exit 130, like one during a command."""
-from lossdiag.interrupt import exit_interrupted
+from lossdiag.cli.interrupt import exit_interrupted
 
 
 def run() -> None:

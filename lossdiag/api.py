@@ -11,15 +11,15 @@ from lossdiag.advise.shares import term_shares
 from lossdiag.analyse.run import parse
 from lossdiag.checks import broken_terms, single_term_records
 from lossdiag.config import Config, load
-from lossdiag.diagnose import CHECK, Diagnosis, diagnose
-from lossdiag.findings import Finding
-from lossdiag.profiler import TrainingRun, device_of, ensure_steps, initial_state, start_training, with_model_targets
-from lossdiag.progress import Progress
+from lossdiag.advise.diagnose import CHECK, Diagnosis, diagnose
+from lossdiag.checks.findings import Finding
+from lossdiag.train.loop import TrainingRun, device_of, ensure_steps, initial_state, start_training, with_model_targets
+from lossdiag.train.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.outputs import Staging, keep_records, publish, write_outputs
-from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
-from lossdiag.summary import build_summary
+from lossdiag.train.rng import preserved_rng
+from lossdiag.train.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
+from lossdiag.report.summary import build_summary
 
 
 

@@ -13,16 +13,17 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 import torch
 
 from lossdiag.config import Config, check_known_terms, read_yaml, resolve
-from lossdiag.diagnose import Diagnosis, diagnose
+from lossdiag.advise.diagnose import Diagnosis, diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
-from lossdiag.record.scopes import ALL, Measurement, make_scope
+from lossdiag.record.proxies import make_scope
+from lossdiag.record.scopes import ALL, Measurement
 from lossdiag.record.shared import UNMEASURABLE, discover, layout_record
 from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records, run_header
 from lossdiag.report.outputs import write_outputs
-from lossdiag.scalars import LogFn, step_scalars
-from lossdiag.spec import check_scalar_terms
-from lossdiag.summary import build_summary
+from lossdiag.report.scalars import LogFn, step_scalars
+from lossdiag.train.spec import check_scalar_terms
+from lossdiag.report.summary import build_summary
 
 if TYPE_CHECKING:
     from lossdiag.record.distributed import Ranks
@@ -110,7 +111,7 @@ class Monitor:
     recorded step the terms' gradients and the loss values since the previous one are averaged over the ranks,
     rank 0 writes, and close() is a collective: every rank calls it.
 
-    `log(scalars, step)`, when given, receives each recorded step's logger scalars (lossdiag.scalars) with that
+    `log(scalars, step)`, when given, receives each recorded step's logger scalars (lossdiag.report.scalars) with that
     step's number, once its numbers are on the host: when the monitor writes the step's record (at the batched
     transfer every ~2 s, on summary() and on close()), so logging adds no transfer and no wait on the device.
     Under torchrun only rank 0 calls it.

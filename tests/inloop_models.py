@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from lossdiag.spec import ModelSpec, load_model_file
+from lossdiag.train.spec import ModelSpec, load_model_file
 from paths import FIXTURES
 
 AUX_BY_DESIGN = FIXTURES / "advice_aux_by_design.py"

@@ -18,8 +18,8 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 
-from lossdiag.rng import preserved_rng, seed_everything
-from lossdiag.spec import ModelSpec, batch_stream, compute_terms, to_device, validation_stream
+from lossdiag.train.rng import preserved_rng, seed_everything
+from lossdiag.train.spec import ModelSpec, batch_stream, compute_terms, to_device, validation_stream
 
 
 @dataclasses.dataclass(frozen=True)

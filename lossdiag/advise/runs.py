@@ -13,9 +13,9 @@ import torch
 
 from lossdiag.advise.probe import Probe, mean_values, progress_noise, relative_progress
 from lossdiag.config import Config
-from lossdiag.profiler import finite_gradients, start_training
-from lossdiag.progress import Progress
-from lossdiag.spec import ModelSpec, compute_terms, to_device
+from lossdiag.train.loop import finite_gradients, start_training
+from lossdiag.train.progress import Progress
+from lossdiag.train.spec import ModelSpec, compute_terms, to_device
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,7 @@ import torch
 
 from lossdiag.advise.probe import Probe
 from lossdiag.record.gradients import reach, term_gradients, trainable_parameters
-from lossdiag.spec import ModelSpec, compute_terms
+from lossdiag.train.spec import ModelSpec, compute_terms
 
 
 def _scales(optimizer: torch.optim.Optimizer) -> dict[int, tuple[Optional[torch.Tensor], float]]:

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from lossdiag.analyse.run import RunData
-from lossdiag.findings import Finding
+from lossdiag.checks.findings import Finding
 
 NO_GRAD_PATH_ADVICE = ("the term is computed on detached tensors: look for `.detach()`, `torch.no_grad()`, "
                        "`.item()`, `.numpy()` or a new `torch.tensor(...)` between the model output and the loss")

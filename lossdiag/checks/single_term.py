@@ -9,9 +9,9 @@ from lossdiag.advise.probe import Probe
 from lossdiag.advise.runs import WeightedRun, train_alone
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
-from lossdiag.findings import Finding
-from lossdiag.progress import Progress
-from lossdiag.spec import ModelSpec
+from lossdiag.checks.findings import Finding
+from lossdiag.train.progress import Progress
+from lossdiag.train.spec import ModelSpec
 
 MIN_STEPS = 10
 PASS, FAIL, SKIPPED = "pass", "fail", "skipped"

@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 from lossdiag.advise.situations import OPPOSED, STARVED, Situation
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
-from lossdiag.findings import Finding
+from lossdiag.checks.findings import Finding
 
 ADVICE = ("the other terms drown its gradient: see the recommendation below (candidate weightings verified by runs "
           "from the same start), then profile again with the weights you choose (--weights) to confirm")

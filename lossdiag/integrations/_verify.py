@@ -19,8 +19,8 @@ import torch
 from lossdiag.api import ProfileResult, run_profile
 from lossdiag.config import load
 from lossdiag.errors import SpecError
-from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec, to_device
+from lossdiag.train.rng import preserved_rng
+from lossdiag.train.spec import ModelSpec, to_device
 
 TermsFn = Callable[[torch.nn.Module, Any, "TermCapture"], None]
 

@@ -14,8 +14,8 @@ from lossdiag.integrations._steps import StepMap
 from lossdiag.integrations._verify import Snapshot, TermCapture, chained, find, same_optimizer
 from lossdiag.monitor import Monitor
 from lossdiag.record.schedule import DEFAULT_EVERY
-from lossdiag.rng import preserved_rng
-from lossdiag.scalars import LogFn
+from lossdiag.train.rng import preserved_rng
+from lossdiag.report.scalars import LogFn
 
 
 class LossDiagCallback(pl.Callback):

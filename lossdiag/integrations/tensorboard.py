@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from lossdiag.scalars import LogFn
+from lossdiag.report.scalars import LogFn
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from lossdiag.errors import SpecError
-from lossdiag.scalars import PREFIX, LogFn
+from lossdiag.report.scalars import PREFIX, LogFn
 
 STEP = f"{PREFIX}/step"
 

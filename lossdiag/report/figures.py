@@ -17,7 +17,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator, NullFormatter, NullLocator
 
-from lossdiag.diagnose import Diagnosis
+from lossdiag.advise.diagnose import Diagnosis
 from lossdiag.report.downsample import MAX_POINTS, bucket_mean, bucket_range, rolling_mean, smoothing_window
 from lossdiag.report.terminal import term_text
 

@@ -7,8 +7,8 @@ import html
 import json
 from typing import Any, Optional, Sequence
 
-from lossdiag.diagnose import Diagnosis
-from lossdiag.findings import SEVERITY_ORDER
+from lossdiag.advise.diagnose import Diagnosis
+from lossdiag.checks.findings import SEVERITY_ORDER
 from lossdiag.report.terminal import advice_lines, number, safe, term_text
 
 ROOT = "lossdiag-report"

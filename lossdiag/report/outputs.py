@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Collection, Optional, Sequence
 
-from lossdiag.diagnose import Diagnosis
+from lossdiag.advise.diagnose import Diagnosis
 from lossdiag.errors import SpecError
 from lossdiag.record.stream import RECORDS
 from lossdiag.report.files import summary_json, write_atomic, write_records

@@ -9,7 +9,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 from lossdiag.config import Config, load
 from lossdiag.errors import SpecError
 from lossdiag.record.stream import finite_or_none
-from lossdiag.spec import ModelSpec, load_model_file, spec_from_objects
+from lossdiag.train.spec import ModelSpec, load_model_file, spec_from_objects
 from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
 from lossdiag.sweep.run import run_sweep
 

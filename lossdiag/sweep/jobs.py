@@ -20,8 +20,8 @@ import torch
 from lossdiag.advise.probe import Probe, evaluation_probe
 from lossdiag.advise.runs import train_under
 from lossdiag.config import Config
-from lossdiag.profiler import device_of
-from lossdiag.spec import ModelSpec, load_model_file
+from lossdiag.train.loop import device_of
+from lossdiag.train.spec import ModelSpec, load_model_file
 from lossdiag.sweep.metrics import evaluate
 
 PARENT_CHECK_SECONDS = 1.0

@@ -10,8 +10,8 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from lossdiag.rng import preserved_rng, seed_everything
-from lossdiag.spec import ModelSpec, call_user
+from lossdiag.train.rng import preserved_rng, seed_everything
+from lossdiag.train.spec import ModelSpec, call_user
 
 CALL = "validate(model)"
 

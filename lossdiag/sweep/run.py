@@ -17,12 +17,12 @@ import torch
 
 from lossdiag._version import __version__
 from lossdiag.config import Config
-from lossdiag.diagnose import diagnose
-from lossdiag.profiler import TrainingRun, ensure_steps, initial_state, start_training, with_model_targets
-from lossdiag.progress import Progress
+from lossdiag.advise.diagnose import diagnose
+from lossdiag.train.loop import TrainingRun, ensure_steps, initial_state, start_training, with_model_targets
+from lossdiag.train.progress import Progress
 from lossdiag.record.stream import RecordWriter
-from lossdiag.rng import preserved_rng
-from lossdiag.spec import ModelSpec, check_main
+from lossdiag.train.rng import preserved_rng
+from lossdiag.train.spec import ModelSpec, check_main
 from lossdiag.sweep.grid import Candidate, alpha_of, candidates
 from lossdiag.sweep.jobs import Bench, Job, available_cores, probe_for, run_all
 from lossdiag.sweep.metrics import check_metric, evaluate

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from cli_helpers import kill_when, model_file
-from lossdiag.diagnose import diagnose
+from lossdiag.advise.diagnose import diagnose
 from lossdiag.record.stream import read_records
-from lossdiag.summary import build_summary
+from lossdiag.report.summary import build_summary
 
 TRAIN = textwrap.dedent("""
     import sys, time

@@ -5,10 +5,10 @@ import pytest
 
 import lossdiag
 from browser import chromium_path, render_page
-from lossdiag.diagnose import diagnose
+from lossdiag.advise.diagnose import diagnose
 from lossdiag.record.stream import read_records
 from lossdiag.report.outputs import write_outputs
-from lossdiag.summary import build_summary
+from lossdiag.report.summary import build_summary
 from models import DeepSupervision, deep_supervision_batch, deep_supervision_terms
 
 pytestmark = pytest.mark.skipif(chromium_path() is None,

@@ -12,10 +12,10 @@ import pytest
 from cli_helpers import run_cli
 from lossdiag.advise.recommend import resolve_targets
 from lossdiag.config import Config
-from lossdiag.diagnose import diagnose
+from lossdiag.advise.diagnose import diagnose
 from lossdiag.record.stream import read_records
-from lossdiag.spec import load_model_file
-from lossdiag.summary import build_summary
+from lossdiag.train.spec import load_model_file
+from lossdiag.report.summary import build_summary
 from paths import EXAMPLES, FIXTURES
 
 CONFIG = Config()

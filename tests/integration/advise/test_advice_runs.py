@@ -4,8 +4,8 @@ import torch
 from lossdiag.advise.probe import draw_probe
 from lossdiag.advise.runs import train_alone, train_under
 from lossdiag.config import Config
-from lossdiag.profiler import initial_state
-from lossdiag.spec import load_model_file
+from lossdiag.train.loop import initial_state
+from lossdiag.train.spec import load_model_file
 from paths import FIXTURES
 
 

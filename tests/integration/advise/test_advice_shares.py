@@ -7,7 +7,7 @@ import torch
 
 from lossdiag.advise.probe import draw_probe
 from lossdiag.advise.shares import term_shares
-from lossdiag.spec import spec_from_objects
+from lossdiag.train.spec import spec_from_objects
 
 
 class Trunk(torch.nn.Module):

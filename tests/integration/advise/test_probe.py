@@ -2,7 +2,7 @@
 import torch
 
 from lossdiag.advise import draw_probe, relative_progress
-from lossdiag.spec import spec_from_objects
+from lossdiag.train.spec import spec_from_objects
 
 
 class BatchNormDropout(torch.nn.Module):

@@ -6,7 +6,7 @@ import pytest
 
 import lossdiag
 from lossdiag.analyse.run import parse
-from lossdiag.diagnose import diagnose
+from lossdiag.advise.diagnose import diagnose
 from models import TiedThreeHeads, tied_batch, tied_terms
 
 BATCHES = [tied_batch(seed) for seed in range(4)]

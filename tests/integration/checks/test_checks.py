@@ -16,11 +16,11 @@ import lossdiag
 from lossdiag.api import run_check
 from lossdiag.checks.single_term import Trend, assess
 from lossdiag.config import Config, load, resolve
-from lossdiag.diagnose import diagnose
+from lossdiag.advise.diagnose import diagnose
 from lossdiag.errors import SpecError
 from lossdiag.record.shared import discover
 from lossdiag.record.stream import read_records
-from lossdiag.spec import batch_stream, load_model_file
+from lossdiag.train.spec import batch_stream, load_model_file
 from paths import FIXTURES
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import lossdiag
 from lossdiag import Monitor
 from lossdiag.record.stream import read_records
-from lossdiag.scalars import step_scalars
+from lossdiag.report.scalars import step_scalars
 from reference import assert_matches, shares_and_cosines, step_reference
 
 STEPS = 6

@@ -25,7 +25,7 @@ import lossdiag
 from lossdiag import Monitor
 from lossdiag.record.gradients import recorded_step
 from lossdiag.record.stream import read_records
-from lossdiag.scalars import step_scalars
+from lossdiag.report.scalars import step_scalars
 from reference import TOLERANCE, assert_matches, close, relative_error, shares_and_cosines, step_reference
 
 ARCHITECTURES = 60

@@ -9,12 +9,12 @@ import torch
 
 from lossdiag.config import Config, check_known_terms, origin_of
 from lossdiag.errors import SpecError
-from lossdiag.progress import Progress
+from lossdiag.train.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
 from lossdiag.record.shared import Layout, discover, layout_record, measurability_problem
 from lossdiag.record.stream import RecordWriter, run_header
-from lossdiag.rng import seed_everything
-from lossdiag.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
+from lossdiag.train.rng import seed_everything
+from lossdiag.train.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
 
 
 def with_model_targets(spec: ModelSpec, config: Config) -> Config:

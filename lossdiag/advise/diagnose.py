@@ -15,7 +15,7 @@ from lossdiag.advise.situations import NEEDS_OTHERS, STARVED
 from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, situation_findings
 from lossdiag.config import FIELDS, Config, resolve
 from lossdiag.errors import SpecError
-from lossdiag.findings import Finding, conflict_findings, dominance_findings, sort_findings
+from lossdiag.checks.findings import Finding, conflict_findings, dominance_findings, sort_findings
 
 PROFILE, CHECK = "profile", "check"
 

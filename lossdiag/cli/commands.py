@@ -1,189 +1,33 @@
 """The command line (CONTRACT section 2): parse, call the library, render, map the verdict to an exit code."""
 from __future__ import annotations
 
-import dataclasses
-import functools
 import json
-import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
 from lossdiag._version import __version__
+from lossdiag.cli.errors import EXIT_FINDINGS, EXIT_OK, OneLineErrors, exit_code, guarded
+from lossdiag.cli.options import DEFAULT_SWEEP_OUT, WHOLE_NUMBER, resolve_options, run_options
 from lossdiag.errors import SpecError
-from lossdiag.interrupt import EXIT_INTERRUPTED, say_interrupted
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 3
-DEFAULT_OUT = "lossdiag-report"
-DEFAULT_SWEEP_OUT = "lossdiag-sweep"
 CHECK_IGNORES = ("steps", "every", "refine", "no_checks")
-NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
-
-
-class WholeNumber(click.ParamType):
-    """click's integer, refusing a number too long for any option in a short line that echoes a cut value."""
-
-    name = "integer"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> int:
-        if isinstance(value, int):
-            return value
-        from lossdiag.config import oversized_number
-        from lossdiag.report.terminal import term_text
-
-        text = str(value).strip()
-        if oversized_number(text):
-            self.fail(oversized_number(text), param, ctx)
-        try:
-            return int(text)
-        except ValueError:
-            self.fail(f"{term_text(text, 40)!r} is not a valid integer", param, ctx)
-
-
-WHOLE_NUMBER = WholeNumber()
-
-
-def exit_code(summary: dict, strict: bool) -> int:
-    """0 without errors (and, with --strict, without warnings); 1 otherwise."""
-    severities = {f["severity"] for f in summary["findings"]}
-    failing = {"error", "warning"} if strict else {"error"}
-    return EXIT_FINDINGS if severities & failing else EXIT_OK
-
-
-def _fail(message: str, code: int) -> None:
-    from lossdiag.report.terminal import safe
-
-    click.echo(f"lossdiag: error: {safe(message)}", err=True)
-    sys.exit(code)
-
-
-def _interrupted(exc: BaseException | None = None) -> None:
-    """Ctrl-C: one line, naming where the run kept its records if it did, and exit 130; importing nothing when
-    there is nothing to name (torch may be half-imported)."""
-    notes = getattr(exc, "__notes__", ())
-    if notes:
-        from lossdiag.report.terminal import safe
-
-        say_interrupted(safe("; ".join(notes)))
-    else:
-        say_interrupted()
-    sys.exit(EXIT_INTERRUPTED)
-
-
-def _noted(exc: BaseException, message: str) -> str:
-    """The message with the notes a run added on its way out (where its records were kept)."""
-    return "; ".join([message, *getattr(exc, "__notes__", ())])
-
-
-def _exit(exc: BaseException, message: str, code: int, debug: bool) -> None:
-    """One line and `code`; with --debug the traceback first, and still `code`."""
-    if debug:
-        traceback.print_exception(exc)
-    _fail(_noted(exc, message), code)
-
-
-def guarded(command: Callable) -> Callable:
-    """Turn bad input into one line and exit 2, and a crash into one line and exit 3 (--debug adds the traceback)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        debug = bool(kwargs.get("debug"))
-        try:
-            return command(*args, **kwargs)
-        except SpecError as exc:
-            _exit(exc, str(exc), EXIT_USAGE, debug)
-        except BrokenPipeError:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(EXIT_OK)
-        except OSError as exc:
-            where = f"{exc.filename}: " if exc.filename else ""
-            _exit(exc, f"{where}cannot write the outputs ({exc.strerror or exc})", EXIT_USAGE, debug)
-        except KeyboardInterrupt as exc:
-            _interrupted(exc)
-        except Exception as exc:  # noqa: BLE001 - the last line of defence of a command-line tool
-            _exit(exc, f"internal error: {type(exc).__name__}: {exc} (run again with --debug for the traceback)",
-                  EXIT_INTERNAL, debug)
-
-    return wrapper
-
-
-def run_options(command: Callable) -> Callable:
-    """The options `profile` and `check` share; only those given on the command line override YAML."""
-    options = [
-        click.option("--steps", type=WHOLE_NUMBER, default=None, help="Training steps to profile [200]."),
-        click.option("--check-steps", type=WHOLE_NUMBER, default=None, help="Steps of each single-term check [100]."),
-        click.option("--every", type=WHOLE_NUMBER, default=None, help="Record per-term gradients every N steps [1]."),
-        click.option("--out", type=click.Path(file_okay=False), default=None,
-                     help=f"Output folder [./{DEFAULT_OUT}]."),
-        click.option("--refine", type=WHOLE_NUMBER, default=None, help="Re-profile N times under the suggestion [0]."),
-        click.option("--device", default=None, help="Move the model and batches to DEV (e.g. cuda)."),
-        click.option("--weights", default=None,
-                     help="Weights to profile with: name=0.5,other=0.5 (the terms not named keep the model file's)."),
-        click.option("--target", "target_shares", default=None,
-                     help="Share of the shared gradient each term should hold: name=0.7,other=0.3 [equal]."),
-        click.option("--no-verify", is_flag=True, default=None,
-                     help="Skip the runs that verify candidate weights from the same start."),
-        click.option("--main", default=None,
-                     help="Terms you care most about (a,b): a recommendation never makes them worse."),
-        click.option("--seed", type=WHOLE_NUMBER, default=None, help="Seed set before each run [0]."),
-        click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-                     help="YAML options (default: lossdiag.yaml beside the model file)."),
-        click.option("--no-checks", is_flag=True, default=None, help="Skip the single-term checks."),
-        click.option("--strict", is_flag=True, default=None, help="Exit 1 on warnings too."),
-        click.option("--json", "as_json", is_flag=True, default=None, help="Print summary.json to stdout."),
-        click.option("--debug", is_flag=True, default=None, help="Show tracebacks."),
-    ]
-    for option in reversed(options):
-        command = option(command)
-    return click.argument("model_py", type=click.Path(dir_okay=False))(command)
-
-
-def _resolve(model_py: str, config_file: str | None, given: dict, default_out: str = DEFAULT_OUT) -> Any:
-    from lossdiag.config import load
-
-    if not Path(model_py).is_file():
-        raise SpecError(f"{model_py}: no such model file")
-    if config_file is not None and not Path(config_file).is_file():
-        raise SpecError(f"{config_file}: no such config file")
-    cli_options = {k: v for k, v in given.items() if v is not None}
-    config = load(Path(config_file) if config_file else None, Path(model_py), cli_options)
-    return config if config.out else dataclasses.replace(config, out=default_out)
 
 
 def _run_and_render(runner: Callable, model_py: str, config_file: str | None, given: dict) -> None:
     """Resolve options, run `runner(spec, config)`, print the summary (text or --json), exit by its findings."""
     from lossdiag.report.terminal import render
-    from lossdiag.spec import load_model_file
+    from lossdiag.train.spec import load_model_file
 
-    config = _resolve(model_py, config_file, given)
+    config = resolve_options(model_py, config_file, given)
     result = runner(load_model_file(model_py), config)
     if config.json:
         click.echo(json.dumps(result.summary, indent=2, allow_nan=False))
     else:
         click.echo(render(result.summary, model_py, config.out), nl=False)
     sys.exit(exit_code(result.summary, config.strict))
-
-
-class OneLineErrors(click.Group):
-    """A click group whose usage errors are one line naming the problem, with exit code 2."""
-
-    def main(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs["standalone_mode"] = False
-        try:
-            returned = super().main(*args, **kwargs)
-        except NO_ARGS_IS_HELP as exc:
-            click.echo(exc.format_message())
-            sys.exit(EXIT_OK)
-        except click.ClickException as exc:
-            context = getattr(exc, "ctx", None)
-            where = f" (see '{context.command_path} --help')" if context is not None else ""
-            _fail(f"{exc.format_message()}{where}", exc.exit_code)
-        except click.exceptions.Abort:
-            _interrupted()
-        sys.exit(returned if isinstance(returned, int) else EXIT_OK)
 
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
@@ -235,11 +79,11 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     Exits 0 once the page is written, whatever it finds.
     """
     from lossdiag.config import check_out_folder
-    from lossdiag.diagnose import diagnose
+    from lossdiag.advise.diagnose import diagnose
     from lossdiag.record.stream import RECORDS, read_records
     from lossdiag.report.outputs import REPORT, write_outputs
     from lossdiag.report.terminal import render, safe
-    from lossdiag.summary import build_summary
+    from lossdiag.report.summary import build_summary
 
     folder = Path(run_dir)
     path = folder / RECORDS
@@ -317,10 +161,10 @@ def sweep(model_py: str, config_file: str | None, as_json: bool | None, debug: b
     from lossdiag.report.sweep_outputs import SWEEP_PAGE
     from lossdiag.report.sweep_terminal import render_sweep
     from lossdiag.report.terminal import safe
-    from lossdiag.spec import load_model_file
+    from lossdiag.train.spec import load_model_file
     from lossdiag.sweep.api import run_sweep_result
 
-    config = _resolve(model_py, config_file, {**given, "json": as_json}, DEFAULT_SWEEP_OUT)
+    config = resolve_options(model_py, config_file, {**given, "json": as_json}, DEFAULT_SWEEP_OUT)
     result = run_sweep_result(load_model_file(model_py), config, model_py)
     if config.json:
         click.echo(json.dumps(result.summary, indent=2, allow_nan=False))

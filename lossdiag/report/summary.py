@@ -7,7 +7,7 @@ from lossdiag._version import __version__
 from lossdiag.analyse.run import finite_median
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
-from lossdiag.diagnose import CHECK, Diagnosis
+from lossdiag.advise.diagnose import CHECK, Diagnosis
 from lossdiag.record.stream import finite_or_none
 
 
