@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from lossdiag.analyse.quantities import cosines
 from lossdiag.analyse.run import RunData, finite_median
 
 
@@ -21,10 +22,7 @@ class PairConflict:
 
 def cosine_series(run: RunData, a: int, b: int) -> np.ndarray:
     """Cosine between terms a and b on each recorded step, NaN where either gradient is zero."""
-    with np.errstate(all="ignore"):
-        denominator = np.sqrt(run.gram[:, a, a] * run.gram[:, b, b])
-        cosines = run.gram[:, a, b] / denominator
-    return np.where(denominator > 0, np.clip(cosines, -1.0, 1.0), np.nan)
+    return cosines(run.gram[:, a, b], run.gram[:, a, a], run.gram[:, b, b])
 
 
 def conflicts(run: RunData) -> list[PairConflict]:

@@ -7,6 +7,7 @@ from typing import Optional
 
 import numpy as np
 
+from lossdiag.analyse.quantities import share_rows, shares_among
 from lossdiag.analyse.run import RunData, finite_median
 
 
@@ -35,13 +36,7 @@ def dominance(run: RunData, threshold: float) -> Dominance:
     steps = run.share_steps
     grad_norms = {t: finite_median(run.norms[steps[:, k], k]) for k, t in enumerate(run.terms)}
     weighted_norms = {t: finite_median(weighted[steps[:, k], k]) for k, t in enumerate(run.terms)}
-    total = sum(weighted_norms[run.terms[k]] for k in balanced)
-    shares = {t: 0.0 for t in run.terms}
-    if balanced and math.isfinite(total) and total > 0:
-        for k in balanced:
-            shares[run.terms[k]] = weighted_norms[run.terms[k]] / total
-    else:
-        shares = {t: math.nan if k in balanced else 0.0 for k, t in enumerate(run.terms)}
+    shares = shares_among(weighted_norms, [run.terms[k] for k in balanced])
     values = [weighted_norms[run.terms[k]] for k in balanced]
     ratio = None
     if len(values) >= 2 and all(math.isfinite(v) for v in values) and min(values) > 0:
@@ -52,7 +47,5 @@ def dominance(run: RunData, threshold: float) -> Dominance:
         dominant = leader if shares[leader] > threshold else None
     series = np.full_like(weighted, np.nan)
     if balanced:
-        sub = np.where(run.on_shared[:, balanced], weighted[:, balanced], 0.0)
-        with np.errstate(all="ignore"):
-            series[:, balanced] = sub / sub.sum(axis=1, keepdims=True)
+        series[:, balanced] = share_rows(weighted[:, balanced], run.on_shared[:, balanced])
     return Dominance(grad_norms, weighted_norms, shares, ratio, dominant, threshold, series)

@@ -5,6 +5,8 @@ import itertools
 import math
 from typing import Callable, Sequence
 
+from lossdiag.analyse.quantities import cosine, shares_among
+
 PREFIX = "lossdiag"
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -22,31 +24,19 @@ def step_scalars(record: dict, shared_terms: Sequence[str]) -> dict[str, float]:
     terms = list(record["loss"])
     norms = {t: _float(grad["norms"].get(t)) for t in terms}
     reach = grad.get("term_shared_parameters")
-    sharing = shared_terms if reach is None else [t for t in terms if reach.get(t, 0) > 0]
-    weighted = {t: abs(_float(grad["weights"].get(t))) * norms[t] for t in sharing}
-    total = sum(weighted.values())
+    sharing = set(shared_terms if reach is None else [t for t in terms if reach.get(t, 0) > 0])
+    share = shares_among({t: abs(_float(grad["weights"].get(t))) * norms[t] for t in terms}, sharing)
     scalars: dict[str, float] = {}
     for term in terms:
-        share = 0.0
-        if term in weighted:
-            share = weighted[term] / total if math.isfinite(total) and total > 0 else math.nan
         scalars[f"{PREFIX}/{term}/loss"] = _float(record["loss"][term])
         scalars[f"{PREFIX}/{term}/grad_norm"] = norms[term]
-        scalars[f"{PREFIX}/{term}/share"] = share
+        scalars[f"{PREFIX}/{term}/share"] = share[term]
     index = {t: k for k, t in enumerate(terms)}
     gram = grad["gram"]
-    for a, b in itertools.combinations([t for t in terms if t in weighted], 2):
+    for a, b in itertools.combinations([t for t in terms if t in sharing], 2):
         i, j = index[a], index[b]
-        scalars[f"{PREFIX}/cosine/{a}~{b}"] = _cosine(_float(gram[i][j]), _float(gram[i][i]), _float(gram[j][j]))
+        scalars[f"{PREFIX}/cosine/{a}~{b}"] = cosine(_float(gram[i][j]), _float(gram[i][i]), _float(gram[j][j]))
     return scalars
-
-
-def _cosine(dot: float, square_a: float, square_b: float) -> float:
-    """Cosine from a Gram entry and the two squared norms; NaN where either gradient is zero."""
-    denominator = math.sqrt(square_a * square_b) if square_a >= 0 and square_b >= 0 else math.nan
-    if not denominator > 0:
-        return math.nan
-    return min(1.0, max(-1.0, dot / denominator))
 
 
 def _float(value: object) -> float:

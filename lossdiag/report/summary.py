@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossdiag._version import __version__
+from lossdiag.analyse.quantities import shares_among
 from lossdiag.analyse.run import finite_median
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
@@ -178,7 +179,7 @@ def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
 
 def layer_shares(diagnosis: Diagnosis) -> dict:
     """Per shared module, each term's share of the weighted gradient there (median norms over the recorded steps on
-    which the term reached shared parameters)."""
+    which the term reached shared parameters); NaN (null in summary.json) where the shares are undefined."""
     run = diagnosis.run
     weights = np.abs(run.weights)
     steps = run.share_steps
@@ -186,8 +187,7 @@ def layer_shares(diagnosis: Diagnosis) -> dict:
     for module, norms in run.layers.items():
         medians = np.array([finite_median(weights[steps[:, k], k] * norms[steps[:, k], k])
                             for k in range(len(run.terms))])
-        total = float(np.nansum(medians))
-        shares[module] = {t: float(medians[k] / total) if total > 0 else None for k, t in enumerate(run.terms)}
+        shares[module] = shares_among(dict(zip(run.terms, medians)))
     return shares
 
 
