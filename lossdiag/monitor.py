@@ -19,7 +19,8 @@ from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.proxies import make_scope
 from lossdiag.record.scopes import ALL, Measurement
 from lossdiag.record.shared import UNMEASURABLE, discover, layout_record
-from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records, run_header
+from lossdiag.record.schema import run_header
+from lossdiag.record.stream import FLUSH_SECONDS, RECORDS, Periodic, RecordWriter, read_records
 from lossdiag.report.outputs import write_outputs
 from lossdiag.report.scalars import LogFn, step_scalars
 from lossdiag.train.spec import check_scalar_terms

@@ -15,7 +15,7 @@ from lossdiag.advise.situations import NEEDS_OTHERS, STARVED
 from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, situation_findings
 from lossdiag.config import FIELDS, Config, resolve
 from lossdiag.errors import SpecError
-from lossdiag.checks.findings import Finding, conflict_findings, dominance_findings, sort_findings
+from lossdiag.checks.findings import Finding, Severity, conflict_findings, dominance_findings, sort_findings
 
 PROFILE, CHECK = "profile", "check"
 
@@ -48,7 +48,8 @@ class Diagnosis:
     @property
     def status(self) -> str:
         severities = {f.severity for f in self.findings}
-        return "error" if "error" in severities else "warning" if "warning" in severities else "ok"
+        return (Severity.ERROR if Severity.ERROR in severities else Severity.WARNING if Severity.WARNING in severities
+                else "ok")
 
     @property
     def current_weights(self) -> dict[str, float]:

@@ -6,8 +6,19 @@ from typing import Optional, Sequence
 
 from lossdiag.analyse.conflict import PairConflict
 from lossdiag.analyse.dominance import Dominance
+from lossdiag.record.kinds import TextEnum
 
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+class Severity(TextEnum):
+    """How much a finding matters: an error fails the run (exit 1), a warning fails it under --strict."""
+
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+SEVERITY_ORDER = {Severity.ERROR: 0, Severity.WARNING: 1, Severity.INFO: 2}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -15,7 +26,7 @@ class Finding:
     """One diagnosis; `value` and `threshold` are the numbers the rule compared."""
 
     code: str
-    severity: str
+    severity: Severity
     terms: list[str]
     message: str
     advice: str
@@ -44,13 +55,13 @@ def dominance_findings(result: Dominance, judged: bool = False, starved: Sequenc
     figure = f"'{term}' holds {share:.3f} of the weighted gradient on the shared parameters (threshold {result.threshold:g})"
     dominated = [t for t in starved if t != term]
     if judged and not dominated:
-        return [Finding("dominant-term", "info", [term], f"{figure}; no term is starved, so this is dominance by design",
+        return [Finding("dominant-term", Severity.INFO, [term], f"{figure}; no term is starved, so this is dominance by design",
                         "nothing to do: the weights serve every term", share, result.threshold)]
     why = (f"; {', '.join(repr(t) for t in dominated)} {'is' if len(dominated) == 1 else 'are'} starved" if dominated
            else "; the checks did not run, so whether another term is starved is unknown")
     advice = ("train with the recommended weights below, then profile again with them (--weights) to confirm"
               if judged else "verify the candidate weights by runs from the same start before training with them")
-    return [Finding("dominant-term", "warning", [term], figure + why, advice, share, result.threshold)]
+    return [Finding("dominant-term", Severity.WARNING, [term], figure + why, advice, share, result.threshold)]
 
 
 def conflict_findings(pairs: list[PairConflict], conflict_cosine: float) -> list[Finding]:
@@ -60,7 +71,7 @@ def conflict_findings(pairs: list[PairConflict], conflict_cosine: float) -> list
         if pair.cosine_median < conflict_cosine:
             a, b = pair.terms
             found.append(Finding(
-                "gradient-conflict", "warning", [a, b],
+                "gradient-conflict", Severity.WARNING, [a, b],
                 f"'{a}' and '{b}' pull the shared parameters in opposite directions: median cosine "
                 f"{pair.cosine_median:.3f} (threshold {conflict_cosine:g}), negative on "
                 f"{pair.negative_fraction:.0%} of recorded steps",

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from lossdiag.analyse.run import RunData
-from lossdiag.checks.findings import Finding
+from lossdiag.checks.findings import Finding, Severity
 
 NO_GRAD_PATH_ADVICE = ("the term is computed on detached tensors: look for `.detach()`, `torch.no_grad()`, "
                        "`.item()`, `.numpy()` or a new `torch.tensor(...)` between the model output and the loss")
@@ -63,12 +63,12 @@ def path_findings(run: RunData) -> list[Finding]:
     for k, term in enumerate(run.terms):
         if _parameters(run, term) == 0:
             found.append(Finding(
-                "no-grad-path", "error", [term],
+                "no-grad-path", Severity.ERROR, [term],
                 f"'{term}' reaches no trainable parameter: training cannot lower it, whatever its weight",
                 NO_GRAD_PATH_ADVICE, 0.0, None))
         elif zero_gradient(run, k):
             found.append(Finding(
-                "zero-grad", "error", [term],
+                "zero-grad", Severity.ERROR, [term],
                 f"'{term}' reaches {_parameters(run, term)} parameters but its gradient was exactly zero on all "
                 f"{recorded} recorded steps", ZERO_GRAD_ADVICE, 0.0, 0.0))
     return found
@@ -80,7 +80,7 @@ def shared_findings(run: RunData) -> list[Finding]:
     if len(live) < 2:
         return []
     return [Finding(
-        "no-shared-params", "info", [term],
+        "no-shared-params", Severity.INFO, [term],
         f"'{term}' shares no parameter with any other term (it trains {_parameters(run, term)} parameters of its "
         f"own), so its weight cannot shift the balance between the terms",
         NO_SHARED_ADVICE, 0.0, None) for term in live if _shared(run, term) == 0]
@@ -148,14 +148,14 @@ def nonfinite_findings(run: RunData) -> list[Finding]:
     followers = [f"'{t}' (from step {v[0]})" for t, v in first.items() if t not in dict(blamed)]
     context = _context(run, len({s for s, _ in run.nonfinite} | set(hidden)), skipped, followers)
     first_alone = len(blamed) > 0 and ties.count(ties[0]) == 1
-    found = [Finding("non-finite", "error", [term],
+    found = [Finding("non-finite", Severity.ERROR, [term],
                      f"'{term}' went non-finite {'first ' if i == 0 and first_alone else ''}at step {step} "
                      f"({_what(run, term, step)}; non-finite on {count} steps); {context}", NONFINITE_ADVICE,
                      float(step), None)
              for i, (term, (step, count)) in enumerate(blamed)]
     if hidden and not found:
         found.append(Finding(
-            "non-finite", "error", [],
+            "non-finite", Severity.ERROR, [],
             f"the update went non-finite at step {hidden[0]}, a step without per-term gradients; {context}",
             f"profile again with --every 1 to name the term; then: {NONFINITE_ADVICE}", float(hidden[0]), None))
     return found

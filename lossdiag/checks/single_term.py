@@ -9,13 +9,15 @@ from lossdiag.advise.probe import Probe
 from lossdiag.advise.runs import WeightedRun, train_alone
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
-from lossdiag.checks.findings import Finding
+from lossdiag.checks.findings import Finding, Severity
+from lossdiag.record.kinds import CheckCode, CheckStatus
+from lossdiag.record.schema import CheckRecord
 from lossdiag.train.progress import Progress
 from lossdiag.train.spec import ModelSpec
 
 MIN_STEPS = 10
-PASS, FAIL, SKIPPED = "pass", "fail", "skipped"
-NOT_DECREASING, DIVERGING = "not-decreasing", "diverging"
+PASS, FAIL, SKIPPED = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.SKIPPED
+NOT_DECREASING, DIVERGING = CheckCode.NOT_DECREASING, CheckCode.DIVERGING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +41,8 @@ def trend_of(run: WeightedRun, term: str) -> Trend:
 class Assessment:
     """A check's outcome: status, failure code and why."""
 
-    status: str
-    code: Optional[str]
+    status: CheckStatus
+    code: Optional[CheckCode]
     reason: Optional[str]
 
 
@@ -79,18 +81,15 @@ def check_record(index: int, term: str, run: WeightedRun, config: Config) -> dic
     if run.steps and run.skipped_updates == run.steps:
         result = Assessment(SKIPPED, None, "no step could be applied: its loss or gradient was non-finite on "
                                            "every step (non-finite)")
-    return {"kind": "check", "step": index, "term": term, "status": result.status, "code": result.code,
-            "losses": [values[term] for values in run.losses], "loss_start": trend.start, "loss_end": trend.end,
-            "relative_drop": trend.relative_drop, "reason": result.reason, "steps": trend.steps,
-            "noise": trend.noise, "probe_batches": len(run.before_batches), "nonfinite_steps": run.skipped_updates,
-            "on": run.on, "start_batches": run.before_batches, "end_batches": run.after_batches}
+    return CheckRecord(index, term, result.status, result.code, [values[term] for values in run.losses], trend.start,
+                       trend.end, trend.relative_drop, result.reason, trend.steps, trend.noise,
+                       len(run.before_batches), run.skipped_updates, run.on, run.before_batches,
+                       run.after_batches).to_record()
 
 
 def skipped_record(index: int, term: str, reason: str) -> dict:
     """The `check` record of a term that cannot be trained alone."""
-    return {"kind": "check", "step": index, "term": term, "status": SKIPPED, "code": None, "losses": [],
-            "loss_start": None, "loss_end": None, "relative_drop": None, "reason": reason, "steps": 0,
-            "noise": None, "probe_batches": 0, "nonfinite_steps": 0}
+    return CheckRecord(index, term, SKIPPED, None, [], None, None, None, reason, 0, None, 0, 0).to_record()
 
 
 def single_term_records(spec: ModelSpec, config: Config, initial_state: dict, terms: Sequence[str],
@@ -120,11 +119,11 @@ def check_findings(run: RunData, config: Config, needs_others: Collection[str] =
             continue
         term, code = record["term"], record["code"]
         if code == NOT_DECREASING and term in needs_others:
-            found.append(Finding(code, "info", [term], _message(record, config) + "; under the combined loss it "
+            found.append(Finding(code, Severity.INFO, [term], _message(record, config) + "; under the combined loss it "
                                  "does go down: it needs the other terms, it is not broken", NEEDS_OTHERS_ADVICE,
                                  record.get("relative_drop"), _threshold(code, config)))
             continue
-        found.append(Finding(code, "error", [term], _message(record, config), ADVICE[code],
+        found.append(Finding(code, Severity.ERROR, [term], _message(record, config), ADVICE[code],
                              record.get("relative_drop"), _threshold(code, config)))
     return found
 

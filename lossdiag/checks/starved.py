@@ -9,7 +9,7 @@ from typing import Mapping, Optional
 from lossdiag.advise.situations import OPPOSED, STARVED, Situation
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
-from lossdiag.checks.findings import Finding
+from lossdiag.checks.findings import Finding, Severity
 
 ADVICE = ("the other terms drown its gradient: see the recommendation below (candidate weightings verified by runs "
           "from the same start), then profile again with the weights you choose (--weights) to confirm")
@@ -62,14 +62,14 @@ def situation_findings(found: Mapping[str, Situation], on: str, steps: int, conf
             gain_alone = seen.start - seen.alone
             ratio = (seen.start - seen.combined) / gain_alone if gain_alone else None
             findings.append(Finding(
-                "starved", "warning", [term],
+                "starved", Severity.WARNING, [term],
                 f"'{term}' goes from {_number(seen.start)} to {_number(seen.alone)} trained alone but only to "
                 f"{_number(seen.combined)} under the weights in force, {where} (starved: it makes at most "
                 f"{config.starved_ratio:g} of its alone gain combined, and ends clearly worse than alone)",
                 ADVICE, ratio, config.starved_ratio))
         elif seen.name == OPPOSED and seen.combined is not None and seen.combined > seen.start:
             findings.append(Finding(
-                "opposed", "warning", [term],
+                "opposed", Severity.WARNING, [term],
                 f"'{term}' gets worse while the others train: from {_number(seen.start)} at the start to "
                 f"{_number(seen.combined)} under the weights in force, {where} (beyond {config.check_noise_z:g} "
                 f"noise standard errors)", OPPOSED_ADVICE, seen.combined, seen.start))

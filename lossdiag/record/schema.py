@@ -8,11 +8,14 @@ what it shows.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Mapping, Optional, Sequence
 
+from lossdiag._version import __version__
+from lossdiag.config import Config
+from lossdiag.record.kinds import CheckCode, CheckStatus, Kind, SweepKind
+
 MAX_DEPTH = 8
-CHECK_STATUSES = ("pass", "fail", "skipped")
-CHECK_CODES = ("not-decreasing", "diverging")
 
 Rule = Callable[[Any], bool]
 
@@ -76,7 +79,7 @@ def probe(value: Any) -> bool:
     return isinstance(value, dict) and batches(value.get("start_batches", []))
 
 
-LAYOUT = "layout"
+LAYOUT = Kind.LAYOUT
 LAYOUT_FIELDS: dict[str, Rule] = {"shared_parameters": shared, "shared_modules": listing(text),
                                   "term_parameters": mapping(count), "term_shared_parameters": mapping(count)}
 """What the header says about the shared parameters; a 'layout' record says it again when a later step grew it."""
@@ -89,40 +92,92 @@ RUN_FIELDS: dict[str, Rule] = {"weights": mapping(real), "steps": count, "before
 """A run from the same start: 'progress' under the weights in force, 'verify' for a candidate."""
 
 FIELDS: dict[str, dict[str, Rule]] = {
-    "meta": {"terms": terms, "weights": mapping(real), "lossdiag_version": text, "torch_version": text,
+    Kind.META: {"terms": terms, "weights": mapping(real), "lossdiag_version": text, "torch_version": text,
              "source": text, "scope": text, "scope_note": optional(text), "config": mapping(anything),
              **LAYOUT_FIELDS, "purpose": text, "note": text, "nonfinite_updates": text, "schedule": mapping(anything)},
     LAYOUT: LAYOUT_FIELDS,
-    "step": {"loss": mapping(number), "nonfinite": listing(text), "grad": grad},
-    "end": {"steps": count},
-    "check": {"term": text, "status": lambda value: value in CHECK_STATUSES,
-              "code": lambda value: value is None or value in CHECK_CODES,
+    Kind.STEP: {"loss": mapping(number), "nonfinite": listing(text), "grad": grad},
+    Kind.END: {"steps": count},
+    Kind.CHECK: {"term": text, "status": lambda value: value in set(CheckStatus),
+              "code": lambda value: value is None or value in set(CheckCode),
               "losses": listing(number), "loss_start": number, "loss_end": number, "relative_drop": number,
               "reason": optional(text), "steps": optional(count), "noise": number, "probe_batches": count,
               "nonfinite_steps": optional(count), "start_window": optional(count), "end_window": optional(count),
               "on": text, "start_batches": batches, "end_batches": batches},
-    "refine": {"weights": mapping(number), "dominance": mapping(number), "suggested": mapping(number)},
-    "progress": RUN_FIELDS,
-    "verify": RUN_FIELDS,
+    Kind.REFINE: {"weights": mapping(number), "dominance": mapping(number), "suggested": mapping(number)},
+    Kind.PROGRESS: RUN_FIELDS,
+    Kind.VERIFY: RUN_FIELDS,
 }
-REQUIRED = {"meta": ("terms", "weights"), "step": ("loss",), LAYOUT: tuple(LAYOUT_FIELDS), "check": ("term", "status"),
-            "refine": ("weights", "dominance", "suggested"), "progress": ("weights", "steps", "progress"),
-            "verify": ("weights",)}
+REQUIRED = {Kind.META: ("terms", "weights"), Kind.STEP: ("loss",), LAYOUT: tuple(LAYOUT_FIELDS),
+            Kind.CHECK: ("term", "status"), Kind.REFINE: ("weights", "dominance", "suggested"),
+            Kind.PROGRESS: ("weights", "steps", "progress"), Kind.VERIFY: ("weights",)}
 SWEEP_FIELDS: dict[str, dict[str, Rule]] = {
-    "sweep": {"terms": terms, "weights": mapping(real), "suggested": mapping(real), "lossdiag_version": text,
+    SweepKind.SWEEP: {"terms": terms, "weights": mapping(real), "suggested": mapping(real), "lossdiag_version": text,
               "torch_version": text, "source": text, "suggested_alpha": optional(number),
               "plan": listing(mapping(anything)), "config": mapping(anything), "jobs": optional(count),
               "probe": probe, "start_metrics": optional(mapping(number))},
-    "point": {"weights": mapping(real), "alpha": number, "progress": mapping(number), "final": mapping(number),
+    SweepKind.POINT: {"weights": mapping(real), "alpha": number, "progress": mapping(number), "final": mapping(number),
               "metrics": optional(mapping(number)), "scaled": optional(text), "factor": number,
               "current": optional(lambda value: isinstance(value, bool)), "seconds": number,
               "end_batches": batches},
-    "alone": {"term": text, "weights": mapping(real), "progress": mapping(number), "final": mapping(number),
+    SweepKind.ALONE: {"term": text, "weights": mapping(real), "progress": mapping(number), "final": mapping(number),
               "metrics": optional(mapping(number)), "seconds": number, "end_batches": batches},
-    "end": {"runs": count},
+    SweepKind.END: {"runs": count},
 }
-SWEEP_REQUIRED = {"sweep": ("terms", "weights", "suggested", "plan", "config", "probe"),
-                  "point": ("weights", "progress"), "alone": ("term", "progress")}
+SWEEP_REQUIRED = {SweepKind.SWEEP: ("terms", "weights", "suggested", "plan", "config", "probe"),
+                  SweepKind.POINT: ("weights", "progress"), SweepKind.ALONE: ("term", "progress")}
+
+
+def run_header(source: str, terms: Sequence[str], weights: Mapping[str, float], config: Config, kind: str = Kind.META,
+               **fields: Any) -> dict:
+    """The first record of a run, a profile's, a Monitor's or a sweep's (kind 'sweep') alike: what was recorded,
+    under which weights, and the whole configuration, so that every option, however it was given (in code, YAML,
+    on the command line, through an integration), reaches the diagnosis and the summary."""
+    import torch
+
+    return {"kind": kind, "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
+            "source": source, "terms": list(terms), "weights": dict(weights), "config": config.to_dict(), **fields}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckRecord:
+    """A single-term check as records.jsonl holds it (kind 'check'): the term's training curve alone, its means
+    on the evaluation batches at the start and end, the decision (status, failure code, reason) and the batches
+    behind it. A skipped check that never ran has no `on`, `start_batches` or `end_batches`."""
+
+    step: int
+    term: str
+    status: CheckStatus
+    code: Optional[CheckCode]
+    losses: list
+    loss_start: Optional[float]
+    loss_end: Optional[float]
+    relative_drop: Optional[float]
+    reason: Optional[str]
+    steps: Optional[int]
+    noise: Optional[float]
+    probe_batches: int
+    nonfinite_steps: Optional[int]
+    on: Optional[str] = None
+    start_batches: Optional[list] = None
+    end_batches: Optional[list] = None
+
+    def to_record(self) -> dict:
+        """The record as written, keys in the contract's order."""
+        fields = dataclasses.asdict(self)
+        ran = {key: fields.pop(key) for key in ("on", "start_batches", "end_batches")}
+        return {"kind": Kind.CHECK, **fields, **{key: value for key, value in ran.items() if value is not None}}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "CheckRecord":
+        """A record that passed `fault` as a CheckRecord (fields it lacks at their empty values)."""
+        code = record.get("code")
+        return cls(record["step"], record["term"], CheckStatus(record["status"]),
+                   CheckCode(code) if code is not None else None, list(record.get("losses") or []),
+                   record.get("loss_start"), record.get("loss_end"), record.get("relative_drop"),
+                   record.get("reason"), record.get("steps"), record.get("noise"), record.get("probe_batches", 0),
+                   record.get("nonfinite_steps"), record.get("on"), record.get("start_batches"),
+                   record.get("end_batches"))
 
 
 def _too_deep(value: Any) -> bool:
@@ -159,17 +214,17 @@ def fault(record: Any, names: Optional[Sequence[str]] = None, fields: Mapping[st
     wrong = [key for key, rule in rules.items() if key in record and not rule(record[key])]
     if wrong:
         return f"its '{wrong[0]}' has the wrong type"
-    if kind == "check" and (record["status"] == "fail") != (record.get("code") is not None):
+    if kind == Kind.CHECK and (record["status"] == CheckStatus.FAIL) != (record.get("code") is not None):
         return "its 'code' does not match its 'status'"
-    if kind == "progress" and "end_batches" in record and "start_batches" not in record:
+    if kind == Kind.PROGRESS and "end_batches" in record and "start_batches" not in record:
         return "it has 'end_batches' but no 'start_batches'"
-    gram = record.get("grad", {}).get("gram") if kind == "step" and "grad" in record else None
+    gram = record.get("grad", {}).get("gram") if kind == Kind.STEP and "grad" in record else None
     if gram is not None and names is not None and any(len(row) != len(names) for row in [*gram, gram]):
         return f"its 'grad.gram' is not {len(names)} x {len(names)}"
     return None
 
 
-def valid(records: Sequence[Any], header_kind: str = "meta", fields: Mapping[str, Mapping[str, Rule]] = FIELDS,
+def valid(records: Sequence[Any], header_kind: str = Kind.META, fields: Mapping[str, Mapping[str, Rule]] = FIELDS,
           required: Mapping[str, Sequence[str]] = REQUIRED) -> tuple[list[dict], list[str]]:
     """The usable records (the header first) and a note on each kind of damage dropped.
 

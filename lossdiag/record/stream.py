@@ -6,23 +6,10 @@ import math
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
-
-import torch
-
-from lossdiag._version import __version__
-from lossdiag.config import Config
+from typing import Any, Callable, Iterable
 
 FLUSH_SECONDS = 2.0
 RECORDS = "records.jsonl"
-
-
-def run_header(source: str, terms: Sequence[str], weights: Mapping[str, float], config: Config, **fields: Any) -> dict:
-    """The first record of a run, a profile's or a Monitor's alike: what was recorded, under which weights, and the
-    whole configuration, so that every option, however it was given (in code, YAML, on the command line, through
-    an integration), reaches the diagnosis and the summary."""
-    return {"kind": "meta", "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
-            "source": source, "terms": list(terms), "weights": dict(weights), "config": config.to_dict(), **fields}
 
 
 def finite_or_none(value: Any) -> Any:

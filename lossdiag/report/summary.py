@@ -9,6 +9,7 @@ from lossdiag.analyse.run import finite_median
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.advise.diagnose import CHECK, Diagnosis
+from lossdiag.checks.findings import Severity
 from lossdiag.record.stream import finite_or_none
 
 
@@ -33,7 +34,7 @@ def verify_with(meta: dict) -> str | None:
 
 def verdict(diagnosis: Diagnosis) -> str:
     """The one line a person reads first; the status (ok, warning, error) is rendered beside it, not in it."""
-    errors = [f for f in diagnosis.findings if f.severity == "error"]
+    errors = [f for f in diagnosis.findings if f.severity == Severity.ERROR]
     if errors:
         more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
         return f"{errors[0].message}{more}"
@@ -44,7 +45,7 @@ def verdict(diagnosis: Diagnosis) -> str:
         return f"trade-off: {advice.reason}"
     if advice is not None and advice.kind == REWEIGHT:
         return reweight_verdict(diagnosis)
-    warnings = [f for f in diagnosis.findings if f.severity == "warning"]
+    warnings = [f for f in diagnosis.findings if f.severity == Severity.WARNING]
     if advice is not None and (advice.tried or advice.candidate is not None):
         call = verify_with(diagnosis.run.meta) if advice.candidate is not None else None
         return (f"{warnings[0].message}; " if warnings else "") + advice.reason + (f"; here: {call}" if call else "")

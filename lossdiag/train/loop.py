@@ -12,7 +12,8 @@ from lossdiag.errors import SpecError
 from lossdiag.train.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
 from lossdiag.record.shared import Layout, discover, layout_record, measurability_problem
-from lossdiag.record.stream import RecordWriter, run_header
+from lossdiag.record.schema import run_header
+from lossdiag.record.stream import RecordWriter
 from lossdiag.train.rng import seed_everything
 from lossdiag.train.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
 
