@@ -8,6 +8,7 @@ from paths import ROOT
 
 DOCS = ROOT / "docs"
 LINK = re.compile(r"\]\(([^)\s]+)\)")
+REPO_PATH = re.compile(r"`((?:tests|benchmarks|notebooks_examples|lossdiag|docs|\.ci)/[\w./-]*\.\w+)")
 
 
 def nav_pages(nav: list) -> list[str]:
@@ -54,3 +55,10 @@ def test_the_bundled_example_points_at_a_page_the_user_has(examples):
     docstring = (examples / "two_outputs.py").read_text().split('"""')[1]
     pointed = re.findall(r"\(see ([^)]+)\)", docstring)
     assert pointed and all((examples / path).is_file() for path in pointed)
+
+
+def test_every_file_the_docs_name_is_there():
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.glob("*.md")]
+    missing = [f"{page.name}: {path}" for page in pages for path in REPO_PATH.findall(page.read_text())
+               if not (ROOT / path).exists()]
+    assert not missing
