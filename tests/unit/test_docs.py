@@ -8,7 +8,7 @@ from paths import ROOT
 
 DOCS = ROOT / "docs"
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-REPO_PATH = re.compile(r"`((?:tests|benchmarks|notebooks_examples|lossdiag|docs|\.ci)/[\w./-]*\.\w+)")
+REPO_PATH = re.compile(r"(?<![\w./-])((?:tests|benchmarks|notebooks_examples|lossdiag|docs|\.ci)/[a-z0-9_./-]*\.[a-z]+)(?!\w)")
 
 
 def nav_pages(nav: list) -> list[str]:
