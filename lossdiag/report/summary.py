@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from lossdiag._version import __version__
-from lossdiag.analyse.quantities import shares_among
+from lossdiag.analyse.layers import layer_shares
 from lossdiag.analyse.run import finite_median
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
@@ -178,20 +178,6 @@ def advice_summary(advice: Recommendation | None, terms: list[str]) -> dict:
     }
 
 
-def layer_shares(diagnosis: Diagnosis) -> dict:
-    """Per shared module, each term's share of the weighted gradient there (median norms over the recorded steps on
-    which the term reached shared parameters); NaN (null in summary.json) where the shares are undefined."""
-    run = diagnosis.run
-    weights = np.abs(run.weights)
-    steps = run.share_steps
-    shares = {}
-    for module, norms in run.layers.items():
-        medians = np.array([finite_median(weights[steps[:, k], k] * norms[steps[:, k], k])
-                            for k in range(len(run.terms))])
-        shares[module] = shares_among(dict(zip(run.terms, medians)))
-    return shares
-
-
 def scope_label(meta: dict) -> str | None:
     """For a proxy scope (a Monitor's 'last-layer' or 'representation'), what was measured instead; else None."""
     scope = meta.get("scope", "all")
@@ -224,7 +210,7 @@ def build_summary(diagnosis: Diagnosis) -> dict:
         "scope_note": scope_label(meta),
         "shared_parameters": meta.get("shared_parameters", {"count": 0, "numel": 0, "names": []}),
         "shared_modules": meta.get("shared_modules", []),
-        "layers": layer_shares(diagnosis),
+        "layers": layer_shares(diagnosis.run),
         "per_term": per_term(diagnosis),
         "dominance": diagnosis.dominance.shares,
         "dominance_ratio": diagnosis.dominance.ratio,
