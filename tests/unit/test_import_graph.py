@@ -150,6 +150,12 @@ def test_every_unit_of_the_tree_has_a_place_in_the_pipeline():
     assert sorted({unit(m) for m in LOSSDIAG.modules} - set(RANKS)) == []
 
 
+def test_every_folder_of_modules_is_a_package():
+    """setuptools' find_packages installs only folders with an __init__.py: one without would be left out."""
+    folders = {path.parent for path in LOSSDIAG.modules.values()}
+    assert sorted(str(f) for f in folders if not (f / "__init__.py").is_file()) == []
+
+
 def test_no_arrow_points_back_up_the_pipeline():
     back = [f"{a.source} (line {a.line}) imports {a.target}: {s} may not import the later {t}"
             for (s, t), a in LOSSDIAG.back_arrows().items() if (s, t) not in KNOWN_BACK_ARROWS]
