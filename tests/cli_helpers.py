@@ -1,6 +1,9 @@
-"""Run the real `lossdiag` command in a subprocess, as a user would."""
+"""Run the `lossdiag` command as a user would: in this process through click's test runner (what the command
+prints and its exit code, without a second torch import), or in a real process where only a process shows the
+behaviour (the console script, Ctrl-C, a kill, resource limits, what reaches a real stderr)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,22 +12,43 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, NamedTuple, Optional
 
 import pytest
+from click.testing import CliRunner
+
+from lossdiag.cli import main
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m lossdiag ARGS` with captured text output and no standard input."""
+class Completed(NamedTuple):
+    """A command's exit code and output, shaped like subprocess.CompletedProcess (and unpackable)."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def invoke(*args: object, cwd: Optional[Path] = None, env: Optional[Mapping[str, str]] = None) -> Completed:
+    """`lossdiag ARGS` in this process, in `cwd` and with `env` added to the environment. An exception the command
+    line let escape is raised here, since a user would have seen a traceback."""
+    with contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext():
+        result = CliRunner().invoke(main, [str(a) for a in args], env=env, prog_name="lossdiag")
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Completed(result.exit_code, result.stdout, result.stderr)
+
+
+def run_cli(*args: object, cwd: Optional[Path] = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m lossdiag ARGS` in a real process, with captured text output and no standard input."""
     return subprocess.run([sys.executable, "-m", "lossdiag", *map(str, args)], cwd=cwd, env=ENV,
                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
 
 
-def run_json(*args: str, cwd: Path | None = None) -> tuple[int, dict]:
-    """Run with --json and parse the summary printed on stdout."""
-    completed = run_cli(*args, "--json", cwd=cwd)
+def run_json(*args: object, cwd: Optional[Path] = None) -> tuple[int, dict]:
+    """Run in this process with --json and parse the summary printed on stdout."""
+    completed = invoke(*args, "--json", cwd=cwd)
     assert completed.stdout.strip(), completed.stderr
     return completed.returncode, json.loads(completed.stdout)
 

@@ -11,20 +11,12 @@ import warnings
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 import lossdiag
-from cli_helpers import ENV, model_file
-from lossdiag.cli import main
+from cli_helpers import ENV, invoke, model_file
 from lossdiag.config import MAX_POINTS
 
 QUICK = ["--steps", "4", "--no-checks", "--no-verify"]
-
-
-def invoke(*args: object) -> tuple[int, str, str]:
-    """The click command in-process: exit code, stdout, stderr."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
 
 
 def assert_one_line(code: int, stderr: str, *expected: str, exit_code: int = 2) -> None:

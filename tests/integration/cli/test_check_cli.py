@@ -1,13 +1,11 @@
-"""`lossdiag check` (and the checks inside `lossdiag profile`) through the real command line."""
+"""`lossdiag check` (and the checks inside `lossdiag profile`) through the command line, in-process."""
 from __future__ import annotations
 
 import json
 
 import pytest
-from click.testing import CliRunner
 
-from cli_helpers import run_cli, run_json
-from lossdiag.cli import main
+from cli_helpers import invoke, run_json
 from lossdiag.config import Config
 from paths import FIXTURES
 
@@ -24,12 +22,6 @@ CHECK_EXPECTED = {
 }
 
 
-def invoke(*args: str) -> tuple[int, str, str]:
-    """The click command in-process: exit code, stdout, stderr."""
-    result = CliRunner().invoke(main, [str(a) for a in args])
-    return result.exit_code, result.stdout, result.stderr
-
-
 @pytest.mark.parametrize("name", sorted(CHECK_EXPECTED))
 def test_check_gives_each_fixture_its_finding_and_exit_code(name, tmp_path):
     code, out, _ = invoke("check", FIXTURES / name, "--json", "--out", tmp_path)
@@ -42,7 +34,7 @@ def test_check_gives_each_fixture_its_finding_and_exit_code(name, tmp_path):
 
 
 def test_check_on_the_healthy_model_exits_0_and_prints_each_term_with_the_rule(tmp_path):
-    completed = run_cli("check", FIXTURES / "check_healthy.py", "--out", tmp_path)
+    completed = invoke("check", FIXTURES / "check_healthy.py", "--out", tmp_path)
     assert completed.returncode == 0, completed.stderr
     text = completed.stdout
     config = Config()
@@ -63,7 +55,7 @@ def test_check_names_the_skipped_term_and_what_to_do(tmp_path):
 def test_check_with_a_broken_model_file_is_a_usage_error(tmp_path):
     model = tmp_path / "broken.py"
     model.write_text("def build_model():\n    pass\n")
-    completed = run_cli("check", model, "--out", tmp_path / "out")
+    completed = invoke("check", model, "--out", tmp_path / "out")
     assert completed.returncode == 2
     assert "Traceback" not in completed.stderr and "batches" in completed.stderr
 

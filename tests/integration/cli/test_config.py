@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import invoke
 from lossdiag.config import Config, resolve
 from lossdiag.errors import SpecError
 
@@ -21,7 +21,7 @@ def _summary(folder):
 
 def test_yaml_beside_the_model_is_read_and_the_command_line_wins(model_dir):
     (model_dir / "lossdiag.yaml").write_text("steps: 7\nevery: 3\nno_checks: true\ndominance_threshold: 0.9\n")
-    completed = run_cli("profile", model_dir / "model.py", "--every", "2", "--out", model_dir / "out")
+    completed = invoke("profile", model_dir / "model.py", "--every", "2", "--out", model_dir / "out")
     assert completed.returncode == 0, completed.stderr
     summary = _summary(model_dir / "out")
     assert summary["steps"] == 7 and summary["config"]["every"] == 2
@@ -31,7 +31,7 @@ def test_yaml_beside_the_model_is_read_and_the_command_line_wins(model_dir):
 def test_config_option_replaces_the_file_beside_the_model(model_dir):
     (model_dir / "lossdiag.yaml").write_text("steps: 7\nno_checks: true\n")
     (model_dir / "other.yaml").write_text("steps: 4\nno-checks: true\nout: elsewhere\n")
-    completed = run_cli("profile", model_dir / "model.py", "--config", model_dir / "other.yaml", cwd=model_dir)
+    completed = invoke("profile", model_dir / "model.py", "--config", model_dir / "other.yaml", cwd=model_dir)
     assert completed.returncode == 0, completed.stderr
     assert _summary(model_dir / "elsewhere")["steps"] == 4
 
@@ -49,14 +49,14 @@ def test_config_option_replaces_the_file_beside_the_model(model_dir):
 ])
 def test_bad_yaml_is_a_usage_error_naming_the_key(model_dir, text, expected):
     (model_dir / "lossdiag.yaml").write_text(text)
-    completed = run_cli("profile", model_dir / "model.py", "--out", model_dir / "out")
+    completed = invoke("profile", model_dir / "model.py", "--out", model_dir / "out")
     assert completed.returncode == 2
     assert "lossdiag.yaml" in completed.stderr and expected in completed.stderr
     assert "Traceback" not in completed.stderr and len(completed.stderr.strip().splitlines()) == 1
 
 
 def test_weights_naming_an_unknown_term_are_rejected(model_dir):
-    completed = run_cli("profile", model_dir / "model.py", "--weights", "task_9=1", "--out", model_dir / "out")
+    completed = invoke("profile", model_dir / "model.py", "--weights", "task_9=1", "--out", model_dir / "out")
     assert completed.returncode == 2 and "unknown term 'task_9'" in completed.stderr
 
 
@@ -69,5 +69,5 @@ def test_resolve_keeps_defaults_for_what_is_not_given():
 
 
 def test_negative_weights_are_rejected(model_dir):
-    completed = run_cli("profile", model_dir / "model.py", "--weights", "task_0=-1", "--out", model_dir / "out")
+    completed = invoke("profile", model_dir / "model.py", "--weights", "task_0=-1", "--out", model_dir / "out")
     assert completed.returncode == 2 and "must be 0 or more" in completed.stderr

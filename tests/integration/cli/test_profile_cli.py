@@ -1,9 +1,10 @@
-"""`lossdiag profile` as a subprocess on real model files: acceptance cases, exit codes, outputs."""
+"""`lossdiag profile` on real model files, in-process through click's test runner: acceptance cases, exit codes,
+outputs."""
 import json
 
 import pytest
 
-from cli_helpers import run_cli, run_json
+from cli_helpers import invoke, run_cli, run_json
 
 
 def test_two_outputs_names_regression_dominant_and_its_suggestion_balances(examples, tmp_path):
@@ -25,7 +26,7 @@ def test_two_outputs_names_regression_dominant_and_its_suggestion_balances(examp
 
 
 def test_terminal_summary_reads_top_down_with_a_line_to_paste(examples, tmp_path):
-    completed = run_cli("profile", examples / "two_outputs.py", "--no-checks", "--out", tmp_path)
+    completed = invoke("profile", examples / "two_outputs.py", "--no-checks", "--out", tmp_path)
     text = completed.stdout
     assert completed.returncode == 0, completed.stderr
     verdict = text.index("dominates the shared parameters")
@@ -49,7 +50,7 @@ def test_healthy_three_terms_exit_zero_without_warning(fixtures, tmp_path):
 
 
 def test_opposed_terms_are_a_trade_off_not_a_number(fixtures, tmp_path):
-    completed = run_cli("profile", fixtures / "opposed.py", "--no-checks", "--out", tmp_path)
+    completed = invoke("profile", fixtures / "opposed.py", "--no-checks", "--out", tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     conflict = [f for f in summary["findings"] if f["code"] == "gradient-conflict"]
     assert conflict and conflict[0]["terms"] == ["toward_y", "toward_minus_y"]
@@ -62,7 +63,7 @@ def test_opposed_terms_are_a_trade_off_not_a_number(fixtures, tmp_path):
 
 
 def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):
-    assert run_cli("profile", examples / "two_outputs.py", "--no-checks", "--steps", "20", "--strict",
+    assert invoke("profile", examples / "two_outputs.py", "--no-checks", "--steps", "20", "--strict",
                    "--out", tmp_path).returncode == 1
 
 
@@ -76,7 +77,7 @@ def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):
     ("does_not_exist.py", "no such model file"),
 ])
 def test_broken_model_files_exit_two_with_one_plain_line(fixtures, tmp_path, name, expected):
-    completed = run_cli("profile", fixtures / name, "--out", tmp_path / "out")
+    completed = invoke("profile", fixtures / name, "--out", tmp_path / "out")
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in completed.stderr
@@ -86,12 +87,12 @@ def test_broken_model_files_exit_two_with_one_plain_line(fixtures, tmp_path, nam
 
 
 def test_debug_shows_the_traceback(fixtures, tmp_path):
-    completed = run_cli("profile", fixtures / "broken_import.py", "--debug", "--out", tmp_path)
+    completed = invoke("profile", fixtures / "broken_import.py", "--debug", "--out", tmp_path)
     assert completed.returncode != 0 and "Traceback" in completed.stderr
 
 
 def test_outputs_are_valid_json_with_the_contract_keys(fixtures, tmp_path):
-    run_cli("profile", fixtures / "healthy_three.py", "--no-checks", "--steps", "15", "--every", "2",
+    invoke("profile", fixtures / "healthy_three.py", "--no-checks", "--steps", "15", "--every", "2",
             "--out", tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in ("lossdiag_version", "terms", "weights", "steps", "shared_parameters", "per_term", "dominance",
@@ -119,7 +120,7 @@ def test_version():
     (["sweeep"], "No such command 'sweeep'"),
 ])
 def test_command_line_mistakes_are_one_line_and_exit_two(args, expected):
-    completed = run_cli(*args)
+    completed = invoke(*args)
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and expected in completed.stderr
     assert completed.stderr.startswith("lossdiag: error: ")
@@ -128,7 +129,7 @@ def test_command_line_mistakes_are_one_line_and_exit_two(args, expected):
 def test_an_output_folder_that_cannot_be_written_is_a_usage_error(examples, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    completed = run_cli("profile", examples / "two_outputs.py", "--steps", "3", "--out", blocker / "sub")
+    completed = invoke("profile", examples / "two_outputs.py", "--steps", "3", "--out", blocker / "sub")
     assert completed.returncode == 2
     assert completed.stderr.count("\n") == 1 and "cannot write the outputs" in completed.stderr
 

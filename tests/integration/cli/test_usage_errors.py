@@ -1,4 +1,5 @@
-"""Bad input through the real command line: one line naming the problem, exit 2, never a traceback or exit 3."""
+"""Bad input through the command line (in-process; --debug in a real process): one line naming the problem, exit 2,
+never a traceback or exit 3."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 import lossdiag
-from cli_helpers import model_file, run_cli
+from cli_helpers import invoke, model_file, run_cli
 from lossdiag.config import format_pairs, parse_weights
 
 def assert_usage_error(completed, *expected: str) -> None:
@@ -36,7 +37,7 @@ YAML_MESSAGES = {"alias-bomb": "anchors and aliases", "deep": "nests deeper than
 def test_a_hostile_or_undecodable_config_is_one_line(tmp_path, case):
     model = model_file(tmp_path)
     (tmp_path / "lossdiag.yaml").write_bytes(YAML_CASES[case])
-    completed = run_cli("profile", model, "--out", tmp_path / "out", timeout=60)
+    completed = invoke("profile", model, "--out", tmp_path / "out")
     assert_usage_error(completed, "lossdiag.yaml", YAML_MESSAGES[case])
     assert not (tmp_path / "out").exists()
 
@@ -53,7 +54,7 @@ OPTION_CASES = {
 @pytest.mark.parametrize("case", sorted(OPTION_CASES))
 def test_a_bad_option_value_is_one_line(tmp_path, case):
     options, expected = OPTION_CASES[case]
-    completed = run_cli("profile", model_file(tmp_path), "--steps", "4", "--no-checks", *options,
+    completed = invoke("profile", model_file(tmp_path), "--steps", "4", "--no-checks", *options,
                         "--out", tmp_path / "out")
     assert_usage_error(completed, expected)
 
@@ -61,7 +62,7 @@ def test_a_bad_option_value_is_one_line(tmp_path, case):
 def test_cuda_without_cuda_is_a_usage_error(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    completed = run_cli("profile", model_file(tmp_path), "--device", "cuda", "--out", tmp_path / "out")
+    completed = invoke("profile", model_file(tmp_path), "--device", "cuda", "--out", tmp_path / "out")
     assert_usage_error(completed, "'device' 'cuda' is not available")
 
 
@@ -84,14 +85,14 @@ MODEL_CASES = {
 @pytest.mark.parametrize("case", sorted(MODEL_CASES))
 def test_a_model_file_fault_names_what_and_when(tmp_path, case):
     extra, expected = MODEL_CASES[case]
-    completed = run_cli("profile", model_file(tmp_path, extra), "--steps", "40", "--no-checks",
+    completed = invoke("profile", model_file(tmp_path, extra), "--steps", "40", "--no-checks",
                         "--out", tmp_path / "out")
     assert_usage_error(completed, expected)
 
 
 def test_a_one_term_profile_says_there_is_nothing_to_balance_and_runs_only_the_checks(tmp_path):
     extra = "_losses = losses\ndef losses(model, x):\n    return {'only': _losses(model, x)['a']}\n"
-    completed = run_cli("profile", model_file(tmp_path, extra), "--check-steps", "12", "--out", tmp_path / "out")
+    completed = invoke("profile", model_file(tmp_path, extra), "--check-steps", "12", "--out", tmp_path / "out")
     assert completed.returncode == 0, completed.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["purpose"] == "check" and summary["steps"] == 20 and len(summary["checks"]) == 1
@@ -101,7 +102,7 @@ def test_a_one_term_profile_says_there_is_nothing_to_balance_and_runs_only_the_c
 
 @pytest.mark.parametrize("option", [["--steps", "5"], ["--every", "2"], ["--refine", "1"], ["--no-checks"]])
 def test_check_rejects_the_options_it_does_not_use(tmp_path, option):
-    completed = run_cli("check", model_file(tmp_path), *option, "--out", tmp_path / "out")
+    completed = invoke("check", model_file(tmp_path), *option, "--out", tmp_path / "out")
     assert_usage_error(completed, f"{option[0]} does not apply to `lossdiag check`")
 
 
@@ -109,7 +110,7 @@ def test_the_check_it_line_carries_names_with_commas_and_equals_back_to_weights(
     names = 'NAMES = ["mse, scaled", "kl=beta"]\n'
     model = model_file(tmp_path, names)
     target = '"mse, scaled"=0.99'   # far off the shares, so there is a candidate with a line to check
-    completed = run_cli("profile", model, "--steps", "6", "--no-checks", "--no-verify", "--target", target,
+    completed = invoke("profile", model, "--steps", "6", "--no-checks", "--no-verify", "--target", target,
                         "--out", tmp_path / "out")
     assert completed.returncode in (0, 1), completed.stderr
     line = next(line for line in completed.stdout.splitlines() if "check it:" in line)
@@ -119,7 +120,7 @@ def test_the_check_it_line_carries_names_with_commas_and_equals_back_to_weights(
     recommended = json.loads((tmp_path / "out" / "summary.json").read_text())["candidate_weights"]
     assert parse_weights(weights).keys() == recommended.keys() == {"mse, scaled", "kl=beta"}
     assert parse_weights(argv[argv.index("--target") + 1]) == {"mse, scaled": 0.99}
-    rerun = run_cli("profile", model, "--steps", "6", "--no-checks", "--weights", weights, "--out", tmp_path / "again")
+    rerun = invoke("profile", model, "--steps", "6", "--no-checks", "--weights", weights, "--out", tmp_path / "again")
     assert rerun.returncode in (0, 1), rerun.stderr
     in_force = json.loads((tmp_path / "again" / "summary.json").read_text())["weights"]
     assert in_force == pytest.approx(recommended, rel=5e-3)
