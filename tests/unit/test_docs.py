@@ -58,7 +58,7 @@ def test_the_bundled_example_points_at_a_page_the_user_has(examples):
 
 
 def test_every_file_the_docs_name_is_there():
-    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.glob("*.md")]
+    pages = [ROOT / "README.md", ROOT / "CHANGELOG.md", ROOT / "CONTRIBUTING.md", *DOCS.glob("*.md")]
     missing = [f"{page.name}: {path}" for page in pages for path in REPO_PATH.findall(page.read_text())
                if not (ROOT / path).exists()]
     assert not missing
