@@ -5,6 +5,11 @@ same evaluation batches (the model file's validation_batches(), else probe batch
 change of a term is (end - reference) / |reference| of its mean end losses (end / reference - 1 for a positive
 loss), in the term's own units, and its noise is the standard error of the per-batch differences over the reference's mean. A change is clear only beyond
 z = check_noise_z noise; relative drops from the start are a display, never a decision.
+
+What a term pays under a candidate (its cost, the measure the rule's bound applies to) is its end loss's rise over
+the larger of its end under the weights in force and FLOOR_FRACTION of its loss at the start: an ordinary term's
+relative rise, but a term near its floor (fallen from ~2 to 0.01) is not said to pay +148% for a rise of 0.015
+that is small against what it learned.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ import math
 from typing import Mapping, Optional, Sequence
 
 PerBatch = Sequence[Mapping[str, float]]
+
+FLOOR_FRACTION = 0.1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +55,31 @@ class Change:
         if self.change > z * self.noise:
             return 1
         return -1 if self.change < -z * self.noise else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """What a term pays under a candidate: its rise over the larger of |its end under the weights in force| and
+    FLOOR_FRACTION of |its start|, the noise on the same scale, and whether the start set that scale."""
+
+    value: float
+    noise: Optional[float]
+    floored: bool
+
+    def clear(self, z: float) -> bool:
+        """Whether the term clearly pays: a rise beyond z noise."""
+        return self.noise is not None and self.value > z * self.noise
+
+
+def cost(measured: Change, start: Optional[float]) -> Optional[Cost]:
+    """`measured` (a candidate's change against the weights in force) as a cost, given the term's mean loss at the
+    start (None: unknown, the change itself); None where the change is undefined."""
+    if measured.change is None or measured.reference is None:
+        return None
+    reference = abs(measured.reference)
+    floor = FLOOR_FRACTION * abs(start) if start is not None and math.isfinite(start) else 0.0
+    factor = reference / max(reference, floor)
+    return Cost(measured.change * factor, None if measured.noise is None else measured.noise * factor, floor > reference)
 
 
 def mean_of(per_batch: PerBatch) -> dict[str, float]:

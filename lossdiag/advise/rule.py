@@ -2,8 +2,12 @@
 
 `reweight` only for a verified candidate that helps (some term, not an opposed one, clearly better by at least
 min_gain on the outcome, and all terms better served on the whole: a sum of log end-loss ratios of at least
-min_gain) while no other term pays more than max_cost and no `main` term pays anything beyond noise. Among the qualifying candidates the one that serves the terms best (the largest sum of log end-loss
-ratios), and of those within min_gain of it the cheapest (smallest worst cost). None qualifies: `trade-off` when a
+min_gain) while no other term pays more than max_cost and no `main` term pays anything beyond noise. What a term
+pays is outcome.cost: its end loss's rise over the larger of its end under the weights in force and FLOOR_FRACTION
+(0.1) of its start loss (a term near its floor pays for what it gives back of what it learned, not +148% for 0.015);
+the bound applies to that measure however noisy, a cost within the bound counts only beyond noise. Among the
+qualifying candidates the one that serves the terms best (the largest sum of log end-loss ratios), and of those
+within min_gain of it the cheapest (smallest worst cost). None qualifies: `trade-off` when a
 candidate's clear gain for a starved, opposed or main term costs other terms, else `keep`.
 
 `decide` is pure over an Evidence; the candidates it still wants run come back in `pending` (the driver runs them
@@ -17,7 +21,7 @@ from typing import Mapping, Optional, Sequence
 
 from lossdiag.advise.candidates import (decades, distinct, fixed_point, same, share_balancing, stepped_down,
                                        helpers_up, stepped_up)
-from lossdiag.advise.outcome import RunEnd, changes, mean_of
+from lossdiag.advise.outcome import FLOOR_FRACTION, RunEnd, changes, cost, mean_of
 from lossdiag.advise.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation, situations
 from lossdiag.config import Config
 
@@ -55,7 +59,9 @@ class Evidence:
 @dataclasses.dataclass(frozen=True)
 class Assessment:
     """One verified candidate against the weights in force: each term's mean end, change and noise (CONTRACT
-    section 4 `outcome.candidates`), the clear gains and costs, whether it qualifies, and the verdict in words."""
+    section 4 `outcome.candidates`), each term's cost (outcome.cost, the measure the bound applies to), the clear
+    gains, the costs paid (past the bound however noisy, or clear), the terms whose cost the floor scaled, whether
+    it qualifies, and the verdict in words."""
 
     weights: dict[str, float]
     end: dict[str, Optional[float]]
@@ -65,6 +71,12 @@ class Assessment:
     costs: dict[str, float]
     qualifies: bool
     verdict: str
+    cost: dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+    floored: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def shown_costs(self) -> dict[str, float]:
+        return _shown_costs(self.costs, self.cost, self.floored)
 
     @property
     def worst_cost(self) -> float:
@@ -125,8 +137,22 @@ def _pct(value: float) -> str:
     return f"{value:+.1%}" if abs(value) < 10 else f"{value * 100:+.3g}%"
 
 
-def _terms_text(values: Mapping[str, float]) -> str:
-    return ", ".join(f"'{t}' {_pct(v)}" for t, v in values.items())
+def _terms_text(values: Mapping[str, float], floored: Sequence[str] = ()) -> str:
+    """Terms and their changes or costs; a cost the floor scaled says so (of FLOOR_FRACTION x its start loss)."""
+    return ", ".join(f"'{t}' {_pct(v)}" + (f" of {FLOOR_FRACTION:g} x its start" if t in floored else "")
+                     for t, v in values.items())
+
+
+def _shown_costs(costs: Mapping[str, float], values: Mapping[str, Optional[float]],
+                 floored: Sequence[str]) -> dict[str, float]:
+    """The costs to print: those paid, and any rise whose measure the floor scaled (it differs from its change)."""
+    return {**{t: values[t] for t in floored if (values.get(t) or 0.0) > 0}, **costs}
+
+
+def bound_text(max_cost: float) -> str:
+    """The bound as the rule applies it, for the lines that print it."""
+    return (f"{max_cost:.0%} of its end under the weights in force (or of {FLOOR_FRACTION:g} x its start loss where "
+            f"that is larger: a term near its floor)")
 
 
 def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: Sequence[str],
@@ -136,37 +162,42 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
     compared = changes(run.end, in_force.end, list(found))
     gains = {t: -c.change for t, c in compared.items()
              if c.clear(z) < 0 and -c.change >= config.min_gain and found[t].name != OPPOSED}
-    costs = {t: c.change for t, c in compared.items() if c.clear(z) > 0}
+    paid = {t: cost(c, found[t].start) for t, c in compared.items()}
+    values = {t: p.value if p is not None else None for t, p in paid.items()}
+    floored = [t for t, p in paid.items() if p is not None and p.floored]
+    costs = {t: p.value for t, p in paid.items() if p is not None and p.value > 0
+             and (p.clear(z) or p.value > config.max_cost)}
     costs.update({t: math.inf for t, c in compared.items() if c.change is None and c.reference is not None})
-    main_pays = {t: costs[t] for t in main if t in costs}
+    main_pays = {t: costs[t] for t in main if t in costs and (paid[t] is None or paid[t].clear(z))}
     over = {t: v for t, v in costs.items() if v > config.max_cost}
     net = -sum(math.log1p(max(c.change, -0.99)) for c in compared.values() if c.change is not None)
     qualifies = bool(gains) and not main_pays and not over and net >= config.min_gain
     if main_pays:
-        why = f"main {_terms_text(main_pays)} would pay"
+        why = f"main {_terms_text(main_pays, floored)} would pay"
     elif over:
-        why = f"costs {_terms_text(over)} (bound {config.max_cost:.0%})"
+        why = f"costs {_terms_text(over, floored)} (bound {config.max_cost:.0%})"
     elif not gains:
         why = "no term clearly better"
     elif not qualifies:
-        why = "gains and costs about even" + (f" (costs {_terms_text(costs)})" if costs else "")
+        why = "gains and costs about even" + (f" (costs {_terms_text(costs, floored)})" if costs else "")
     else:
-        why = "qualifies"
+        shown = _shown_costs(costs, values, floored)
+        why = "qualifies" + (f" (costs {_terms_text(shown, floored)}, bound {config.max_cost:.0%})" if shown else "")
     if gains:
         better = _terms_text({t: -g for t, g in gains.items()})
         why = f"{better}; {why}" if not qualifies else f"{why}: {better}"
     return Assessment(dict(run.weights), {t: c.end for t, c in compared.items()},
                       {t: c.change for t, c in compared.items()}, {t: c.noise for t, c in compared.items()},
-                      gains, costs, qualifies, why)
+                      gains, costs, qualifies, why, values, floored)
 
 
 def _trade_off_text(gaining: Sequence[Assessment], main: Sequence[str], config: Config) -> str:
     """Why the candidates that serve a term were not taken: the main terms would pay (their least measured
     change among those candidates) when every one costs a main term, else the other terms' costs past the bound."""
-    main_costs = [{t: a.costs[t] for t in main if t in a.costs} for a in gaining]
-    if main and all(main_costs):
-        least = min(main_costs, key=lambda paid: max(paid.values()))
-        return (f"main {_terms_text(least)} would pay (the least among the candidates that serve a term); "
+    main_costs = [({t: a.costs[t] for t in main if t in a.costs}, a.floored) for a in gaining]
+    if main and all(paid for paid, _ in main_costs):
+        least, floored = min(main_costs, key=lambda pair: max(pair[0].values()))
+        return (f"main {_terms_text(least, floored)} would pay (the least among the candidates that serve a term); "
                 "choose by the metric that matters with `lossdiag sweep --metric`")
     return (f"the gains cost other terms more than the bound ({config.max_cost:.0%}); choose by the metric "
             "that matters with `lossdiag sweep --metric`, or declare the terms you care most about (`main`)")
@@ -325,8 +356,9 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
             f"{evidence.on} batches"
     if chosen is not None:
         picked = assessments[chosen]
-        cost = (f"worst cost {_terms_text({t: v for t, v in picked.costs.items() if v == picked.worst_cost})}"
-                if picked.costs else "no term pays beyond noise")
+        shown = picked.shown_costs
+        worst = {t: v for t, v in shown.items() if v == max(shown.values(), default=0.0)}
+        cost = (f"worst cost {_terms_text(worst, picked.floored)}" if shown else "no term pays beyond noise")
         main = f"; main {', '.join(repr(t) for t in evidence.main)} pays nothing" if evidence.main else ""
         return Recommendation(REWEIGHT, dict(picked.weights), (
             f"{tried}: it serves {_terms_text({t: -g for t, g in picked.gains.items()})} on the outcome; {cost} "

@@ -8,6 +8,7 @@ from typing import Any, Optional
 
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.advise.recommend import SPREAD_WIDE
+from lossdiag.advise.rule import bound_text
 from lossdiag.config import format_pairs, quote_name
 
 FEW_RECORDED_STEPS = 20
@@ -118,8 +119,8 @@ def outcome_lines(summary: dict) -> list[str]:
     main = summary.get("main") or []
     lines.append(f"the rule: reweight only for a candidate that makes a term (not an opposed one) clearly better, by "
                  f"{percent(config.get('min_gain'))} or more beyond {number(config.get('check_noise_z'))} noise "
-                 f"standard errors and gains that outweigh its costs, while no other term pays more than "
-                 f"{percent(outcome['max_cost'])} (max_cost)"
+                 f"standard errors and gains that outweigh its costs, while no other term's end loss rises by more "
+                 f"than {bound_text(outcome['max_cost'])} (max_cost)"
                  + (f" and main {', '.join(term_text(t) for t in main)} pays nothing beyond noise" if main else "")
                  + "; of those, the one that serves all terms best, the cheapest among near ties")
     return lines

@@ -11,7 +11,7 @@ import math
 from typing import Mapping, Optional, Sequence
 
 from lossdiag.advise.outcome import RunEnd
-from lossdiag.advise.rule import judge
+from lossdiag.advise.rule import bound_text, judge
 from lossdiag.config import Config
 
 MAX_SUFFIX = "_max"
@@ -62,7 +62,8 @@ def by_rule(points: Sequence[Mapping], alone: Mapping[str, Sequence[Mapping[str,
     """
     current = next((k for k, p in enumerate(points) if p.get("current") and p.get("end_batches")), None)
     rule = (f"the one rule, on each term's loss at the end against the weights in force: a point must make a term "
-            f"clearly better by {config.min_gain:.0%} or more while no other term pays more than {config.max_cost:.0%}"
+            f"clearly better by {config.min_gain:.0%} or more while no other term's end loss rises by more than "
+            f"{bound_text(config.max_cost)}"
             + (f" and main {', '.join(config.main)} pays nothing" if config.main else "")
             + "; of those, the one that serves all terms best, the cheapest among near ties")
     if current is None or not start:
