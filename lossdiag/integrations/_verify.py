@@ -21,6 +21,7 @@ from lossdiag.config import load
 from lossdiag.errors import SpecError
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, to_device
+from lossdiag.train.total import weighted_total
 
 TermsFn = Callable[[torch.nn.Module, Any, "TermCapture"], None]
 
@@ -38,9 +39,7 @@ class TermCapture:
 
     def combine(self, terms: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, Any]] = None) -> torch.Tensor:
         self.record(terms, weights)
-        parts = [weights[name] * value if weights is not None and name in weights else value
-                 for name, value in terms.items()]
-        return torch.stack(parts).sum()
+        return weighted_total(terms, weights)
 
     def record(self, terms: Mapping[str, torch.Tensor], weights: Optional[Mapping[str, Any]] = None) -> None:
         self.terms, self.weights = dict(terms), weights

@@ -11,11 +11,13 @@ from lossdiag.config import Config, check_known_terms, origin_of
 from lossdiag.errors import SpecError
 from lossdiag.train.progress import Progress
 from lossdiag.record.gradients import nonfinite_terms, recorded_step
+from lossdiag.record.kinds import Kind
 from lossdiag.record.shared import Layout, discover, layout_record, measurability_problem
 from lossdiag.record.schema import run_header
 from lossdiag.record.stream import RecordWriter
 from lossdiag.train.rng import seed_everything
 from lossdiag.train.spec import ModelSpec, batch_stream, build, compute_terms, make_optimizer, to_device
+from lossdiag.train.total import weighted_total
 
 
 def with_model_targets(spec: ModelSpec, config: Config) -> Config:
@@ -44,11 +46,6 @@ def header(spec: ModelSpec, config: Config, terms: list[str], weights: dict[str,
     """The first record of a run: what was profiled, how, and which parameters the terms share."""
     return run_header(spec.source, terms, weights, config, scope="all", nonfinite_updates="skipped",
                       **layout.describe())
-
-
-def _total(terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> Optional[torch.Tensor]:
-    parts = [weights[name] * value for name, value in terms.items() if value.requires_grad]
-    return torch.stack(parts).sum() if parts else None
 
 
 def finite_gradients(parameters: Iterable[torch.nn.Parameter]) -> bool:
@@ -116,7 +113,7 @@ class TrainingRun:
                     writer.write(records[0])
             values = dict(zip(names, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
             optimizer.zero_grad(set_to_none=True)
-            record: dict = {"kind": "step", "step": step, "loss": values}
+            record: dict = {"kind": Kind.STEP, "step": step, "loss": values}
             new: list[dict] = []
             stats = None
             if step % self.config.every == 0:
@@ -127,22 +124,22 @@ class TrainingRun:
                     layout = joined
                     new.append(layout_record(step, layout.describe()))
             else:
-                total = _total(terms, weights)
-                if total is not None:
-                    total.backward()
+                trained = {name: value for name, value in terms.items() if value.requires_grad}
+                if trained:
+                    weighted_total(trained, weights).backward()
             bad = nonfinite_terms(values, stats, names)
             if bad:
                 record["nonfinite"] = bad
             hidden = not bad and stats is None and not finite_gradients(model.parameters())
             if not (bad or hidden):
                 optimizer.step()
-            new += [record, {"kind": "nonfinite-update", "step": step}] if hidden else [record]
+            new += [record, {"kind": Kind.NONFINITE_UPDATE, "step": step}] if hidden else [record]
             records.extend(new)
             if writer is not None:
                 writer.write_many(new)
             if progress is not None:
                 progress.update()
-        end = {"kind": "end", "step": self.config.steps - 1, "steps": self.config.steps}
+        end = {"kind": Kind.END, "step": self.config.steps - 1, "steps": self.config.steps}
         records.append(end)
         if writer is not None:
             writer.write(end)
