@@ -1,8 +1,9 @@
 """The tree shows the pipeline, and the import graph keeps it so (read from lossdiag/'s source with ast, nothing
-imported): record -> train -> analyse -> checks -> advise -> sweep -> report, under the public faces (api, Monitor,
-integrations, the command line). No unit imports one later in that order, no two units import each other through
-any path, no module imports another module's private (`_name`) names or a private module outside its package,
-and no module is over 300 lines. The same checks run on a small hand-made tree to show that each one fails."""
+imported): record -> train -> analyse -> checks -> advise -> report, then the sweep (which runs the profile's
+stages and writes its page through report), under the public faces (api, Monitor, integrations, the command
+line). No unit imports one later in that order, no two units import each other through any path, no module
+imports another module's private (`_name`) names or a private module outside its package, and no module is over
+300 lines. The same checks run on a small hand-made tree to show that each one fails."""
 from __future__ import annotations
 
 import ast
@@ -21,13 +22,13 @@ MAX_LINES = 300
 # public faces above them all.
 RANKS = {
     "errors": 0, "_version": 0, "config": 0,
-    "record": 1, "train": 2, "analyse": 3, "checks": 4, "advise": 5, "sweep": 6, "report": 7,
+    "record": 1, "train": 2, "analyse": 3, "checks": 4, "advise": 5, "report": 6, "sweep": 7,
     "api": 8, "monitor": 8, "integrations": 9, "cli": 10, "__init__": 11, "__main__": 11,
 }
 
 # Debts being paid while this test landed; an entry that no longer applies fails test_every_known_debt_is_still_owed,
 # so the lists only shrink.
-KNOWN_BACK_ARROWS = {("checks", "advise"), ("sweep", "report")}
+KNOWN_BACK_ARROWS = {("checks", "advise"), ("report", "sweep")}
 KNOWN_CYCLES = {"advise <-> checks", "report <-> sweep"}
 KNOWN_PRIVATE = {  # the sweep's renderers borrow the profile's (report/)
     ("lossdiag.report.sweep_figures", "_finish"), ("lossdiag.report.sweep_figures", "_legend"),
