@@ -82,8 +82,9 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
     from lossdiag.advise.diagnose import diagnose
     from lossdiag.record.stream import RECORDS, read_records
     from lossdiag.report.outputs import REPORT, write_outputs
-    from lossdiag.report.terminal import render, safe
     from lossdiag.report.summary import build_summary
+    from lossdiag.report.terminal import render
+    from lossdiag.report.text import safe
 
     folder = Path(run_dir)
     path = folder / RECORDS
@@ -109,10 +110,10 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
 
 def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
     """Rebuild sweep.json, sweep.png and sweep.html from folder/sweep_records.jsonl, if there is one."""
-    from lossdiag.record.stream import read_records
+    from lossdiag.record.stream import finite_or_none, read_records
     from lossdiag.report.sweep_outputs import SWEEP_PAGE, write_sweep_outputs
     from lossdiag.report.sweep_terminal import render_sweep
-    from lossdiag.report.terminal import safe
+    from lossdiag.report.text import safe
     from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
 
     path = folder / SWEEP_RECORDS
@@ -125,8 +126,9 @@ def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
         if debug:
             raise
         raise SpecError(f"{path}: not lossdiag sweep records ({exc})") from None
-    write_sweep_outputs(target, data)
-    click.echo(render_sweep(data.to_json(), None, str(target)), nl=False)
+    sweep = finite_or_none(data.to_json())
+    write_sweep_outputs(target, sweep, data.meta["config"])
+    click.echo(render_sweep(sweep, None, str(target)), nl=False)
     click.echo(f"sweep page: {safe(target / SWEEP_PAGE)}")
     return True
 
@@ -160,7 +162,7 @@ def sweep(model_py: str, config_file: str | None, as_json: bool | None, debug: b
     """
     from lossdiag.report.sweep_outputs import SWEEP_PAGE
     from lossdiag.report.sweep_terminal import render_sweep
-    from lossdiag.report.terminal import safe
+    from lossdiag.report.text import safe
     from lossdiag.train.spec import load_model_file
     from lossdiag.sweep.api import run_sweep_result
 

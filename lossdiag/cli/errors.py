@@ -25,7 +25,7 @@ def exit_code(summary: dict, strict: bool) -> int:
 
 
 def _fail(message: str, code: int) -> None:
-    from lossdiag.report.terminal import safe
+    from lossdiag.report.text import safe
 
     click.echo(f"lossdiag: error: {safe(message)}", err=True)
     sys.exit(code)
@@ -36,7 +36,7 @@ def _interrupted(exc: BaseException | None = None) -> None:
     there is nothing to name (torch may be half-imported)."""
     notes = getattr(exc, "__notes__", ())
     if notes:
-        from lossdiag.report.terminal import safe
+        from lossdiag.report.text import safe
 
         say_interrupted(safe("; ".join(notes)))
     else:

@@ -23,7 +23,7 @@ class WholeNumber(click.ParamType):
         if isinstance(value, int):
             return value
         from lossdiag.config import oversized_number
-        from lossdiag.report.terminal import term_text
+        from lossdiag.report.text import term_text
 
         text = str(value).strip()
         if oversized_number(text):

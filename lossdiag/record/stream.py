@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 
 FLUSH_SECONDS = 2.0
 RECORDS = "records.jsonl"
+SWEEP_RECORDS = "sweep_records.jsonl"
 
 
 def finite_or_none(value: Any) -> Any:

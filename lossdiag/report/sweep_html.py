@@ -9,18 +9,18 @@ import json
 from typing import Optional, Sequence
 
 from lossdiag.report.figures import ReportFigure
-from lossdiag.report.html import _figures, _table, _tag, document, esc, inline
-from lossdiag.report.sweep_terminal import context_line, judged_on, paste_lines, points_table, verdict
+from lossdiag.report.page import document, esc, figures_section, inline, table, tag
+from lossdiag.report.sweep_view import context_line, judged_on, paste_lines, points_table, verdict
 
 
 def _header(sweep: dict) -> str:
     meta = f"{esc(sweep['source'])} · {len(sweep['terms'])} terms · {esc(context_line(sweep))}"
-    parts = [_tag("h1", "lossdiag sweep"), _tag("p", meta, "ld-meta")]
+    parts = [tag("h1", "lossdiag sweep"), tag("p", meta, "ld-meta")]
     if sweep["ended_early"]:
-        parts.append(_tag("p", f"<strong>This sweep ended early:</strong> {len(sweep['points'])} of "
-                               f"{sweep['planned_points']} points finished (killed or crashed). Everything below "
-                               "covers the points that finished.", "ld-banner"))
-    parts += [_tag("p", f"<strong>Damaged records:</strong> {esc(repair)}.", "ld-banner")
+        parts.append(tag("p", f"<strong>This sweep ended early:</strong> {len(sweep['points'])} of "
+                              f"{sweep['planned_points']} points finished (killed or crashed). Everything below "
+                              "covers the points that finished.", "ld-banner"))
+    parts += [tag("p", f"<strong>Damaged records:</strong> {esc(repair)}.", "ld-banner")
               for repair in sweep.get("record_repairs", [])]
     return "".join(parts)
 
@@ -30,30 +30,31 @@ def _verdict(sweep: dict, model_path: Optional[str]) -> str:
     lines = paste_lines(sweep, model_path)
     paste = ""
     if lines:
-        paste = (_tag("p", "Paste this as your total loss:", "ld-note") + _tag("pre", esc(lines[0]), "ld-paste")
-                 + (_tag("pre", "\n".join(esc(line) for line in lines[1:])) if len(lines) > 1 else ""))
+        paste = (tag("p", "Paste this as your total loss:", "ld-note") + tag("pre", esc(lines[0]), "ld-paste")
+                 + (tag("pre", "\n".join(esc(line) for line in lines[1:])) if len(lines) > 1 else ""))
     return (f'<section class="ld-verdict ld-{status}"><span class="ld-badge">{status}</span>'
-            f"{_tag('p', esc(verdict(sweep)))}</section>{paste}")
+            f"{tag('p', esc(verdict(sweep)))}</section>{paste}")
 
 
 def _points(sweep: dict) -> str:
-    header, rows = points_table(sweep)
-    cells = [[esc(cell) for cell in row] for row in rows]
+    points = points_table(sweep)
+    cells = [[esc(cell) for cell in row] for row in points.rows]
     note = (f"progress: each term's relative drop on the {judged_on(sweep['probe'])} after the run "
             f"(from ~0: a term that starts near 0). score: {esc(sweep['criterion'])}. "
             "Pareto: no other point makes every term progress more.")
-    return _tag("h2", f"Points ({len(rows)})") + _table([esc(h) for h in header], cells, 2) + _tag("p", note, "ld-note")
+    return (tag("h2", f"Points ({len(cells)})") + table([esc(h) for h in points.header], cells, points.text_columns)
+            + tag("p", note, "ld-note"))
 
 
 def _config(sweep: dict, config: dict) -> str:
     rows = [[esc(key), esc(json.dumps(value) if isinstance(value, (dict, list)) else value)]
             for key, value in config.items()]
-    content = _table(["option", "value"], rows, 2) + _tag("p", f"lossdiag {esc(sweep['lossdiag_version'])}", "ld-note")
+    content = table(["option", "value"], rows, 2) + tag("p", f"lossdiag {esc(sweep['lossdiag_version'])}", "ld-note")
     return f"<details><summary>Configuration</summary>{content}</details>"
 
 
 def _body(sweep: dict, config: dict, figures: Sequence[ReportFigure], model_path: Optional[str]) -> str:
-    return "".join([_header(sweep), _verdict(sweep, model_path), _points(sweep), _figures(figures),
+    return "".join([_header(sweep), _verdict(sweep, model_path), _points(sweep), figures_section(figures),
                     _config(sweep, config)])
 
 

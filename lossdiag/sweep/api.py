@@ -48,15 +48,15 @@ class SweepResult:
         earlier outputs there only once all are written."""
         from lossdiag.report.sweep_outputs import write_sweep_outputs
 
-        write_sweep_outputs(out, self.data, self.records)
+        write_sweep_outputs(out, self.summary, self.data.meta["config"], self.records)
         return Path(out)
 
     def _repr_html_(self) -> str:
         """In Jupyter: the verdict, the line to paste, the table of points and the figure."""
-        from lossdiag.report.sweep_figures import sweep_figures
+        from lossdiag.report.figures.sweep import sweep_figures
         from lossdiag.report.sweep_html import sweep_fragment
 
-        return sweep_fragment(self.summary, self.data.meta["config"], sweep_figures(self.data))
+        return sweep_fragment(self.summary, self.data.meta["config"], sweep_figures(self.summary))
 
 
 def _spec(model: Any, batches: Any, losses: Any, weights: Any, make_optimizer: Any,
@@ -107,5 +107,5 @@ def run_sweep_result(spec: ModelSpec, config: Config, model_path: Optional[str] 
         raise
     result = SweepResult(records, SweepData.from_records(records))
     if staging is not None:
-        publish_sweep(staging, result.data)
+        publish_sweep(staging, result.summary, result.data.meta["config"])
     return result

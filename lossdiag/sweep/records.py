@@ -10,9 +10,9 @@ from typing import Optional, Sequence
 
 from lossdiag.config import FIELDS, Config
 from lossdiag.record.schema import SWEEP_FIELDS, SWEEP_REQUIRED, valid
+from lossdiag.record.stream import SWEEP_RECORDS
 from lossdiag.sweep.choose import Choice, by_metric, by_rule, pareto
 
-SWEEP_RECORDS = "sweep_records.jsonl"
 HEADER, POINT, ALONE, END = "sweep", "point", "alone", "end"
 
 

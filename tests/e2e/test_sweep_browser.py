@@ -3,7 +3,7 @@ import pytest
 
 import lossdiag
 from browser import render_page
-from lossdiag.record.stream import read_records
+from lossdiag.record.stream import finite_or_none, read_records
 from lossdiag.report.sweep_outputs import write_sweep_outputs
 from lossdiag.sweep.records import SweepData
 from models import DeepSupervision, deep_supervision_batch
@@ -37,7 +37,8 @@ def test_the_sweep_page_renders_offline_with_its_figure(sweep_dir, tmp_path):
 def test_a_partial_sweep_renders_too(sweep_dir, tmp_path):
     records, _ = read_records(sweep_dir / "sweep_records.jsonl")
     partial = [r for r in records if r["kind"] != "end"][:5]
-    write_sweep_outputs(tmp_path, SweepData.from_records(partial))
+    data = SweepData.from_records(partial)
+    write_sweep_outputs(tmp_path, finite_or_none(data.to_json()), data.meta["config"])
     page = render_page(tmp_path / "sweep.html", tmp_path / "shots" / "partial.png")
     assert page.console_errors == [] and page.network_requests == [] and page.nonblank
     assert page.images_total == page.images_loaded == 1

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 import lossdiag
-from lossdiag.report.sweep_figures import progress_label
-from lossdiag.sweep.records import SweepData
+from lossdiag.report.figures.sweep import progress_label
 from cli_helpers import ENV, kill_when, run_cli
 
 QUICK = ["--steps", "30", "--sweep-steps", "60", "--points", "5"]
@@ -133,5 +132,4 @@ def test_a_sweep_judged_on_validation_batches_names_them_and_shows_a_term_from_n
     for text in (completed.stdout, page):
         assert "from ~0" in text and not re.search(r"\de\+\d+%", text)
         assert "validation batches" in text and "probe batches" not in text
-    records = [json.loads(line) for line in (out / "sweep_records.jsonl").read_text().splitlines() if line.strip()]
-    assert "validation batches" in progress_label(SweepData.from_records(records))
+    assert "validation batches" in progress_label(written["probe"])
