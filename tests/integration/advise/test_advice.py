@@ -71,7 +71,8 @@ def test_two_outputs_is_reweighted_and_the_verified_candidate_rescues_classifica
 def test_the_output_shows_the_candidates_both_weightings_and_the_line_to_paste(two_outputs):
     _, summary, text = two_outputs
     assert "recommendation: reweight" in text
-    assert "the rule: reweight only for a candidate" in text and "10.0% (max_cost)" in text
+    assert "the rule: reweight only for a candidate" in text
+    assert "rises by more than 10% of its end under the weights in force (or of 0.1 x its start loss" in text
     header = next(line for line in text.splitlines() if line.startswith("term") and "recommended" in line
                   and "alone-end" in line)
     assert header.split() == ["term", "in-force", "end-share", "end-loss", "recommended", "end-share", "end-loss",
