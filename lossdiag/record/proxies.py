@@ -7,9 +7,10 @@ from typing import Mapping, Optional
 import torch
 
 from lossdiag.errors import SpecError
+from lossdiag.record.buffers import BufferGuard
 from lossdiag.record.capture import Capture
 from lossdiag.record.gradients import trainable_parameters
-from lossdiag.record.scopes import LAST_LAYER, REPRESENTATION, SCOPES, Measured, Scope
+from lossdiag.record.scopes import LAST_LAYER, REPRESENTATION, SCOPES, Measured, Measurement, Scope
 from lossdiag.record.shared import Layout, graph_nodes, module_of
 
 

@@ -7,6 +7,7 @@ imports another module's private (`_name`) names or a private module outside its
 from __future__ import annotations
 
 import ast
+import builtins
 import dataclasses
 import functools
 from pathlib import Path
@@ -137,6 +138,25 @@ class Tree:
         return [f"{a.source} (line {a.line}) imports {module}" for a, module in imported
                 if private_part(module) > 0 and not inside(a.source, module)]
 
+    def undefined_names(self, module: str) -> list[str]:
+        """Names a module reads that it neither defines, imports nor gets from builtins, anywhere in the file (a
+        coarse check without scopes: it catches a name left behind when code moves between modules)."""
+        tree = ast.parse(self.modules[module].read_text())
+        defined = set(dir(builtins)) | {"__file__", "__name__"}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                defined.update((a.asname or a.name).split(".")[0] for a in node.names)
+            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+                defined.add(node.id)
+            elif isinstance(node, ast.arg):
+                defined.add(node.arg)
+            elif isinstance(node, ast.ExceptHandler) and node.name:
+                defined.add(node.name)
+        read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+        return sorted(read - defined)
+
     def line_count(self, module: str) -> int:
         return len(self.modules[module].read_text().splitlines())
 
@@ -178,6 +198,11 @@ def test_a_private_module_is_imported_only_inside_its_own_package():
 def test_no_module_is_over_300_lines(module):
     lines = LOSSDIAG.line_count(module)
     assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES}): split it by job"
+
+
+@pytest.mark.parametrize("module", sorted(LOSSDIAG.modules))
+def test_every_name_a_module_reads_is_defined_or_imported(module):
+    assert LOSSDIAG.undefined_names(module) == []
 
 
 def test_every_known_debt_is_still_owed():
@@ -222,6 +247,11 @@ def test_the_checks_pass_a_tree_that_keeps_the_rules(tmp_path):
     })
     assert tree.back_arrows() == {} and tree.cycles() == [] and tree.private_modules_outside() == []
     assert tree.private_imports() == {}
+
+
+def test_a_name_left_behind_by_a_move_is_found(tmp_path):
+    tree = hand_made(tmp_path, {"record/scopes.py": "def measure(model):\n    return BufferGuard(model)\n"})
+    assert tree.undefined_names("lossdiag.record.scopes") == ["BufferGuard"]
 
 
 def test_a_module_over_300_lines_is_counted_as_such(tmp_path):
