@@ -64,7 +64,7 @@ def test_opposed_terms_are_a_trade_off_not_a_number(fixtures, tmp_path):
 
 def test_strict_turns_a_warning_into_exit_one(examples, tmp_path):
     assert invoke("profile", examples / "two_outputs.py", "--no-checks", "--steps", "20", "--strict",
-                   "--out", tmp_path).returncode == 1
+                  "--out", tmp_path).returncode == 1
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -93,7 +93,7 @@ def test_debug_shows_the_traceback(fixtures, tmp_path):
 
 def test_outputs_are_valid_json_with_the_contract_keys(fixtures, tmp_path):
     invoke("profile", fixtures / "healthy_three.py", "--no-checks", "--steps", "15", "--every", "2",
-            "--out", tmp_path)
+           "--out", tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
     for key in ("lossdiag_version", "terms", "weights", "steps", "shared_parameters", "per_term", "dominance",
                 "dominance_ratio", "dominant_term", "conflict", "suggested_weights", "suggestion_kind",

@@ -55,7 +55,7 @@ OPTION_CASES = {
 def test_a_bad_option_value_is_one_line(tmp_path, case):
     options, expected = OPTION_CASES[case]
     completed = invoke("profile", model_file(tmp_path), "--steps", "4", "--no-checks", *options,
-                        "--out", tmp_path / "out")
+                       "--out", tmp_path / "out")
     assert_usage_error(completed, expected)
 
 
@@ -86,7 +86,7 @@ MODEL_CASES = {
 def test_a_model_file_fault_names_what_and_when(tmp_path, case):
     extra, expected = MODEL_CASES[case]
     completed = invoke("profile", model_file(tmp_path, extra), "--steps", "40", "--no-checks",
-                        "--out", tmp_path / "out")
+                       "--out", tmp_path / "out")
     assert_usage_error(completed, expected)
 
 
@@ -111,7 +111,7 @@ def test_the_check_it_line_carries_names_with_commas_and_equals_back_to_weights(
     model = model_file(tmp_path, names)
     target = '"mse, scaled"=0.99'   # far off the shares, so there is a candidate with a line to check
     completed = invoke("profile", model, "--steps", "6", "--no-checks", "--no-verify", "--target", target,
-                        "--out", tmp_path / "out")
+                       "--out", tmp_path / "out")
     assert completed.returncode in (0, 1), completed.stderr
     line = next(line for line in completed.stdout.splitlines() if "check it:" in line)
     import shlex

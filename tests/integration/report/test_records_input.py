@@ -9,7 +9,7 @@ import re
 import pytest
 
 import lossdiag
-from cli_helpers import run_cli
+from cli_helpers import invoke
 from lossdiag.record.stream import dumps
 from models import DeepSupervision, deep_supervision_batch, deep_supervision_terms
 
@@ -32,7 +32,7 @@ def write(folder, records: list) -> None:
 
 
 def report(folder):
-    completed = run_cli("report", folder)
+    completed = invoke("report", folder)
     page = (folder / "report.html").read_text() if (folder / "report.html").exists() else ""
     return completed, page
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from matplotlib.figure import Figure
 
 import lossdiag
-from cli_helpers import ENV, run_cli
+from cli_helpers import ENV, invoke
 from lossdiag.cli import main
 from lossdiag.record.stream import dumps, read_records
 from lossdiag.report import downsample, figures
@@ -146,7 +146,7 @@ def test_hostile_names_are_literal_in_the_figures_text():
 
 def test_hostile_names_in_the_terminal_and_the_cli_page(tmp_path):
     model = write_model(tmp_path, names=(HOSTILE, "\x1b[2Jwiped"))
-    completed = run_cli("profile", model, "--steps", "8", "--no-checks", "--out", tmp_path / "out")
+    completed = invoke("profile", model, "--steps", "8", "--no-checks", "--out", tmp_path / "out")
     assert completed.returncode == 0, completed.stderr
     assert HOSTILE in completed.stdout and "\\x1b[2Jwiped" in completed.stdout
     assert "\x1b" not in completed.stdout
@@ -159,7 +159,7 @@ def test_report_rebuilds_the_same_figures_from_records_alone(hostile_run, tmp_pa
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     shutil.copy(out / "records.jsonl", run_dir / "records.jsonl")
-    completed = run_cli("report", run_dir, "--out", tmp_path / "rebuilt")
+    completed = invoke("report", run_dir, "--out", tmp_path / "rebuilt")
     assert completed.returncode == 0, completed.stderr
     assert "report.html" in completed.stdout
     for name in TWO_TERM_PNGS:
@@ -178,7 +178,7 @@ def test_report_on_records_cut_mid_line_says_the_run_ended_early(hostile_run, tm
     records, torn = read_records(tmp_path / "records.jsonl")
     assert torn and len(records) == 20
 
-    completed = run_cli("report", tmp_path)
+    completed = invoke("report", tmp_path)
     assert completed.returncode == 0, completed.stderr
     page = (tmp_path / "report.html").read_text()
     assert "This run ended early" in page and "step 18 of 30 planned" in page
@@ -213,7 +213,7 @@ def test_a_monitor_run_with_a_proxy_scope_is_labelled(hostile_run, tmp_path):
     records[0] = {**records[0], "source": "monitor", "scope": "last_shared_layer"}
     steps_only = [r for r in records if r["kind"] in ("meta", "step")]
     (tmp_path / "records.jsonl").write_text("".join(dumps(r) + "\n" for r in steps_only))
-    completed = run_cli("report", tmp_path)
+    completed = invoke("report", tmp_path)
     assert completed.returncode == 0, completed.stderr
     page = (tmp_path / "report.html").read_text()
     assert "Proxy scope 'last_shared_layer'" in page
@@ -235,7 +235,7 @@ def test_a_20000_step_run_gives_a_page_under_2_mb(hostile_run, tmp_path):
                 record.pop("grad", None)
             handle.write(dumps(record) + "\n")
         handle.write(dumps({"kind": "end", "step": 19999, "steps": 20000}) + "\n")
-    completed = run_cli("report", tmp_path)
+    completed = invoke("report", tmp_path)
     assert completed.returncode == 0, completed.stderr
     size = (tmp_path / "report.html").stat().st_size
     assert size < 2_000_000

@@ -12,15 +12,15 @@ import pytest
 
 import lossdiag
 from lossdiag.report.figures.sweep import progress_label
-from cli_helpers import ENV, kill_when, run_cli
+from cli_helpers import ENV, invoke, kill_when
 
 QUICK = ["--steps", "30", "--sweep-steps", "60", "--points", "5"]
 
 
 def test_a_sweep_writes_its_outputs_and_does_not_depend_on_jobs(fixtures, tmp_path):
     out = tmp_path / "parallel"
-    completed = run_cli("sweep", fixtures / "sweep_tradeoff.py", *QUICK, "--metric", "held_out_error",
-                        "--jobs", "2", "--out", out)
+    completed = invoke("sweep", fixtures / "sweep_tradeoff.py", *QUICK, "--metric", "held_out_error",
+                       "--jobs", "2", "--out", out)
     assert completed.returncode == 0, completed.stderr
     assert completed.stderr == ""
     assert "recommended: alpha" in completed.stdout and "check it: lossdiag profile" in completed.stdout
@@ -37,8 +37,8 @@ def test_a_sweep_writes_its_outputs_and_does_not_depend_on_jobs(fixtures, tmp_pa
 
 
 def test_a_validate_that_raises_is_one_line_exit_2_and_no_outputs(fixtures, tmp_path):
-    completed = run_cli("sweep", fixtures / "sweep_broken_validate.py", *QUICK, "--metric", "held_out_error",
-                        "--out", tmp_path / "out")
+    completed = invoke("sweep", fixtures / "sweep_broken_validate.py", *QUICK, "--metric", "held_out_error",
+                       "--out", tmp_path / "out")
     assert completed.returncode == 2
     assert completed.stderr.strip().count("\n") == 0 and "Traceback" not in completed.stderr
     assert "validate(model), asked for --metric 'held_out_error', raised ZeroDivisionError" in completed.stderr
@@ -46,8 +46,8 @@ def test_a_validate_that_raises_is_one_line_exit_2_and_no_outputs(fixtures, tmp_
 
 
 def test_an_unknown_metric_is_one_line_exit_2(fixtures, tmp_path):
-    completed = run_cli("sweep", fixtures / "sweep_tradeoff.py", *QUICK, "--metric", "accuracy",
-                        "--out", tmp_path / "out")
+    completed = invoke("sweep", fixtures / "sweep_tradeoff.py", *QUICK, "--metric", "accuracy",
+                       "--out", tmp_path / "out")
     assert completed.returncode == 2
     assert completed.stderr.strip() == (f"lossdiag: error: {fixtures / 'sweep_tradeoff.py'}: --metric 'accuracy' "
                                         f"is not among the metrics validate(model) returns: held_out_error, "
@@ -100,7 +100,7 @@ def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, 
     kept = list(out.glob("lossdiag-unfinished-*/sweep_records.jsonl"))
     assert len(kept) == 1 and not (out / "sweep_records.jsonl").exists() and not (out / "sweep.html").exists()
     done, run = _points_done(kept[0]), kept[0].parent
-    report = run_cli("report", run)
+    report = invoke("report", run)
     assert report.returncode == 0, report.stderr
     written = json.loads((run / "sweep.json").read_text())
     assert not written["complete"] and len(written["points"]) == done < written["planned_points"]
@@ -111,19 +111,19 @@ def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, 
 
 
 def test_report_on_a_folder_without_records_says_so(tmp_path):
-    completed = run_cli("report", tmp_path)
+    completed = invoke("report", tmp_path)
     assert completed.returncode == 2 and "records.jsonl: no such file" in completed.stderr
 
 
 def test_profile_of_a_trade_off_prints_the_sweep_command(fixtures, tmp_path):
-    completed = run_cli("profile", fixtures / "opposed.py", "--steps", "30", "--no-checks", "--out", tmp_path)
+    completed = invoke("profile", fixtures / "opposed.py", "--steps", "30", "--no-checks", "--out", tmp_path)
     assert f"lossdiag sweep {fixtures / 'opposed.py'}" in completed.stdout, completed.stdout
 
 
 def test_a_sweep_judged_on_validation_batches_names_them_and_shows_a_term_from_near_0_as_from_0(fixtures, tmp_path):
     out = tmp_path / "vae"
-    completed = run_cli("sweep", fixtures / "outcome_vae.py", "--steps", "10", "--sweep-steps", "20", "--points", "3",
-                        "--out", out)
+    completed = invoke("sweep", fixtures / "outcome_vae.py", "--steps", "10", "--sweep-steps", "20", "--points", "3",
+                       "--out", out)
     assert completed.returncode == 0, completed.stderr
     written = json.loads((out / "sweep.json").read_text())
     assert written["probe"]["on"] == "validation"
