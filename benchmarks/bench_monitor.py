@@ -9,16 +9,23 @@ step, in a rotating order, so drift and contention hit them alike. Two tables pe
   --warmup, against the median plain step; the peers (torchjd, LibMTL) produce the same information every step;
 - combine: the host time a step the monitor does not record adds, as the difference between --combine-calls calls
   of `monitor.combine(terms, weights)` and of the plain weighted sum on the same terms (its 2-second flushes and
-  full-slot flushes included, as a loop pays them), median of 5 rounds.
+  full-slot flushes included, as a loop pays them), median of 5 rounds: a micro-benchmark;
+- hot-path: the monitor's cost in the loop itself, at each of --hot-threads: the plain loop and the monitored one
+  (scope='all', default schedule) take turns step by step, --repeats times per problem of --hot-problems; the
+  whole loop's ratio, the time a non-recorded step adds (median over those steps of monitored minus plain step),
+  and the host time combine() adds over the plain sum inside those steps; medians over the repeats, with their
+  range and the machine's load average.
 
 Run: python benchmarks/bench_monitor.py [--threads 1] [--steps 1000] [--every-one-steps 40] [--device cpu]
-     [--tables loop,every-step,combine]
+     [--tables loop,every-step,combine,hot-path] [--hot-threads 1,2] [--hot-problems mlp:1000,mlp128:600]
 Peers (optional): pip install --no-deps -c constraints.txt -r benchmarks/requirements-peers.txt
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import functools
+import os
 import statistics
 import sys
 import tempfile
@@ -61,6 +68,21 @@ def monitored_step(monitor: Monitor) -> Step:
     def step(problem: Problem, opt: torch.optim.Optimizer, batch: Batch) -> None:
         opt.zero_grad()
         monitor.combine(problem.losses(problem.model, batch)).backward()
+        opt.step()
+
+    return step
+
+
+def timed_step(losses_sum: Callable[[Problem, Batch], torch.Tensor], calls: list[float]) -> Step:
+    """A loop step whose summing line (`losses_sum`) is timed into `calls`, seconds each."""
+
+    def step(problem: Problem, opt: torch.optim.Optimizer, batch: Batch) -> None:
+        opt.zero_grad()
+        terms = problem.losses(problem.model, batch)
+        start = time.perf_counter()
+        loss = losses_sum(terms)
+        calls.append(time.perf_counter() - start)
+        loss.backward()
         opt.step()
 
     return step
@@ -197,6 +219,50 @@ def combine_overhead(problem: Problem, calls: int, device: torch.device, out: Pa
     return extra, statistics.median(rounds["plain"])
 
 
+def hot_path(problem: Problem, steps: int, device: torch.device, out: Path) -> dict[str, float]:
+    """One run of the plain and the monitored loop (scope='all', default schedule) taking turns step by step:
+    the whole loop's ratio, the time a non-recorded step adds in microseconds (median over those steps of the
+    monitored step minus the plain one at the same step), the host time combine() adds over the plain sum in
+    those steps (median, microseconds), and the load average over the run."""
+    calls: dict[str, list[float]] = {"plain": [], "monitor": []}
+    monitors: list[Monitor] = []
+
+    def attach(clone: Problem) -> Step:
+        monitors.append(Monitor(clone.model, out=out / f"{problem.name}-hot-{len(os.listdir(out))}"))
+        return timed_step(monitors[-1].combine, calls["monitor"])
+
+    load = os.getloadavg()[0]
+    times = interleave(problem, {"plain": lambda clone: timed_step(total, calls["plain"]), "monitor": attach},
+                       steps, device)
+    monitors[0].close()
+    schedule = Schedule(DEFAULT_EVERY)
+    quiet = [s for s in range(steps) if not schedule(s)]
+    return {"ratio": sum(times["monitor"]) / sum(times["plain"]),
+            "step_us": statistics.median(times["monitor"][s] - times["plain"][s] for s in quiet) * 1e6,
+            "call_us": statistics.median(calls["monitor"][s] - calls["plain"][s] for s in quiet) * 1e6,
+            "plain_ms": statistics.median(times["plain"]) * 1e3, "load": (load + os.getloadavg()[0]) / 2}
+
+
+def hot_path_rows(problems: dict[str, Callable[[], Problem]], plan: str, threads: list[int], repeats: int,
+                  device: torch.device, out: Path) -> list[str]:
+    """The hot-path table's rows: per problem and thread count, medians over `repeats` runs and their ranges."""
+    rows = []
+    for item in plan.split(","):
+        name, steps = item.split(":")
+        for count in threads:
+            torch.set_num_threads(count)
+            runs = [hot_path(problems[name](), int(steps), device, out) for _ in range(repeats)]
+            cells = []
+            for key, digits in (("ratio", 3), ("step_us", 0), ("call_us", 1), ("plain_ms", 2)):
+                values = [run[key] for run in runs]
+                cells.append(f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-"
+                             f"{max(values):.{digits}f})")
+            loads = [run["load"] for run in runs]
+            rows.append(f"| {name} | {steps} | {count} | {' | '.join(cells)} | {min(loads):.1f}-{max(loads):.1f} |")
+            print(rows[-1], file=sys.stderr)
+    return rows
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000, help="steps of the default-sampling comparison")
@@ -206,16 +272,19 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--problems", default="mlp,convnet")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     parser.add_argument("--combine-calls", type=int, default=20000)
-    parser.add_argument("--tables", default="loop,every-step,combine")
+    parser.add_argument("--tables", default="loop,every-step,combine,hot-path")
+    parser.add_argument("--hot-problems", default="mlp:1000,mlp128:600", help="problem:steps of the hot-path table")
+    parser.add_argument("--hot-threads", default="1,2", help="torch thread counts of the hot-path table")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row of the hot-path table")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     tables = args.tables.split(",")
     device = torch.device(args.device)
-    problems = {"mlp": mlp_problem, "convnet": convnet_problem}
+    problems = {"mlp": mlp_problem, "mlp128": functools.partial(mlp_problem, width=128), "convnet": convnet_problem}
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     with tempfile.TemporaryDirectory() as folder:
-        for name in args.problems.split(","):
+        for name in args.problems.split(",") if args.problems else []:
             problem = problems[name]()
             if "loop" in tables:
                 print(f"\n### {name}: the whole loop, {args.steps} steps, ratio to the plain loop\n")
@@ -232,6 +301,15 @@ def main(argv: Optional[list[str]] = None) -> None:
                 extra, plain = combine_overhead(problem, args.combine_calls, device, Path(folder))
                 print(f"\n{name}: a non-recorded combine() adds {extra:.1f} us of host time to the plain weighted "
                       f"sum ({plain:.1f} us), over {args.combine_calls} calls, median of 5 rounds")
+        if "hot-path" in tables:
+            print(f"\n### In the loop: plain and monitored steps (scope='all', default schedule) taking turns, median "
+                  f"of {args.repeats} runs (range)\n")
+            print("| problem | steps | threads | whole loop / plain loop | added per non-recorded step (us) | "
+                  "combine() over the plain sum in those steps (us) | plain step (ms) | load average |\n"
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |")
+            threads = [int(count) for count in args.hot_threads.split(",")]
+            for row in hot_path_rows(problems, args.hot_problems, threads, args.repeats, device, Path(folder)):
+                print(row)
 
 
 if __name__ == "__main__":

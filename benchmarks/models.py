@@ -32,14 +32,15 @@ def _mlp_block(n_in: int, n_out: int) -> nn.Sequential:
 
 
 class TwoOutputMLP(nn.Module):
-    """4x512 ReLU MLP: a classifier on the layer-2 output, a regressor on the layer-4 output."""
+    """4-layer ReLU MLP (width 512 unless told): a classifier on the layer-2 output, a regressor on the layer-4
+    output."""
 
-    def __init__(self) -> None:
+    def __init__(self, width: int = 512) -> None:
         super().__init__()
-        self.trunk = _mlp_block(64, 512)  # layers 1-2, shared by both terms
-        self.upper = _mlp_block(512, 512)  # layers 3-4, regression only
-        self.classifier = nn.Linear(512, 10)
-        self.regressor = nn.Linear(512, 1)
+        self.trunk = _mlp_block(64, width)  # layers 1-2, shared by both terms
+        self.upper = _mlp_block(width, width)  # layers 3-4, regression only
+        self.classifier = nn.Linear(width, 10)
+        self.regressor = nn.Linear(width, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x)
@@ -54,10 +55,11 @@ def _mlp_losses(model: nn.Module, batch: Batch) -> dict[str, Tensor]:
     }
 
 
-def mlp_problem(seed: int = 0) -> Problem:
-    """Problem A: batch 256, K=2 terms {classification, regression}; regression targets ~20x."""
+def mlp_problem(seed: int = 0, width: int = 512) -> Problem:
+    """Problem A: batch 256, K=2 terms {classification, regression}; regression targets ~20x; `width` units a
+    layer (named mlp128 etc. when not 512)."""
     torch.manual_seed(seed)
-    model = TwoOutputMLP()
+    model = TwoOutputMLP(width)
     g = torch.Generator().manual_seed(seed + 1)
     w_cls = torch.randn(64, 10, generator=g)
     w_reg = torch.randn(64, generator=g) / 8.0
@@ -67,7 +69,7 @@ def mlp_problem(seed: int = 0) -> Problem:
         x = torch.randn(256, 64, generator=gen)
         return {"x": x, "label": (x @ w_cls).argmax(-1), "target": 20.0 * torch.tanh(x @ w_reg)}
 
-    return Problem("mlp", model, make_batch, _mlp_losses, "trunk")
+    return Problem("mlp" if width == 512 else f"mlp{width}", model, make_batch, _mlp_losses, "trunk")
 
 
 class ThreeHeadConvNet(nn.Module):

@@ -14,6 +14,7 @@ import torch
 
 from lossdiag.config import parse_main, parse_weights, resolve
 from lossdiag.errors import SpecError
+from lossdiag.record.inputs import check_scalar_terms
 
 LossesFn = Callable[[torch.nn.Module, Any], Mapping[str, torch.Tensor]]
 
@@ -257,23 +258,6 @@ def compute_terms(spec: ModelSpec, model: torch.nn.Module, batch: Any,
     goes into the message of an exception it raises."""
     terms = call_user(spec, f"losses(model, batch){when}", spec.losses, model, batch)
     return check_terms(terms, expected, spec.source)
-
-
-def check_scalar_terms(terms: Any, where: str, what: str) -> dict[str, torch.Tensor]:
-    """A non-empty mapping of string names to floating-point scalar tensors; `what` names who returned it."""
-    if not isinstance(terms, Mapping) or not terms:
-        raise SpecError(f"{where}{what} must be a non-empty mapping of term name to scalar tensor, "
-                        f"got {terms!r:.80}")
-    for name, value in terms.items():
-        if not isinstance(name, str):
-            raise SpecError(f"{where}term names must be strings, got {name!r}")
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            kind = value.dtype if isinstance(value, torch.Tensor) else type(value).__name__
-            raise SpecError(f"{where}term '{name}' must be a floating-point scalar tensor, got {kind}")
-        if value.dim() != 0:
-            raise SpecError(f"{where}term '{name}' must be a scalar tensor, got shape {tuple(value.shape)}"
-                            f" (reduce it, e.g. with .mean())")
-    return dict(terms)
 
 
 def check_main(spec: ModelSpec, main: Optional[list[str]], names: list[str]) -> None:
