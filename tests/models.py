@@ -1,5 +1,8 @@
-"""Small real models shared by the tests: deep supervision, three heads, weight tying, a detached term."""
+"""Small real models shared by the tests: deep supervision, three heads, weight tying, a detached term; ARCHITECTURES
+lists them for the properties every architecture must have (conftest's `architecture` fixture)."""
 from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -57,3 +60,16 @@ def tied_terms(model: TiedThreeHeads, batch) -> dict[str, torch.Tensor]:
 def tied_batch(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(16, 5, generator=g), torch.randn(16, generator=g)
+
+
+class Architecture(NamedTuple):
+    """A model class, its terms on a batch and a seeded batch: one case of a property checked on every model."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    terms: Callable[[nn.Module, Any], dict[str, torch.Tensor]]
+    batch: Callable[..., Any]
+
+
+ARCHITECTURES = [Architecture("deep-supervision", DeepSupervision, deep_supervision_terms, deep_supervision_batch),
+                 Architecture("tied-three-heads", TiedThreeHeads, tied_terms, tied_batch)]

@@ -42,16 +42,34 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor, scale: torch.Te
     return float(((actual - expected).abs() / scale).max())
 
 
+def reached_parameters(terms: Mapping[str, torch.Tensor], params: Sequence[torch.nn.Parameter]) -> dict[str, list[int]]:
+    """The indices of the parameters each term's graph reaches, by plain autograd.grad."""
+    reached = {}
+    for name, value in terms.items():
+        grads = torch.autograd.grad(value, list(params), retain_graph=True, allow_unused=True) if value.requires_grad \
+            else [None] * len(params)
+        reached[name] = [i for i, g in enumerate(grads) if g is not None]
+    return reached
+
+
+def shared_gram(terms: dict[str, torch.Tensor], model: nn.Module) -> torch.Tensor:
+    """The K x K Gram matrix over the trainable parameters two or more terms reach in this step's graph."""
+    return step_reference(terms, model)["gram"]
+
+
+def assert_gram_matches(actual: Sequence[Sequence[float]], expected: torch.Tensor, where: str = "") -> None:
+    """A recorded Gram matrix equals the reference, each entry within TOLERANCE of the product of the two norms."""
+    norms = expected.diagonal().sqrt()
+    error = relative_error(torch.tensor(actual, dtype=torch.float64), expected, torch.outer(norms, norms).clamp_min(1e-30))
+    assert error < TOLERANCE, (where, error)
+
+
 def step_reference(terms: dict[str, torch.Tensor], model: nn.Module) -> dict:
     """Every number a recorded step reports, by brute force: one autograd.grad per term over every trainable
     parameter, flattened in float64."""
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    reached = {}
-    for name, value in terms.items():
-        grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True) if value.requires_grad \
-            else [None] * len(params)
-        reached[name] = [i for i, g in enumerate(grads) if g is not None]
+    reached = reached_parameters(terms, params)
     shared = [i for i in range(len(params)) if sum(i in r for r in reached.values()) >= 2]
     g = gram(flat_term_gradients(terms, [params[i] for i in shared])) if shared else None
     names = list(terms)
@@ -94,9 +112,7 @@ def assert_matches(stats: dict, expected: dict, where: str) -> None:
     if expected["gram"] is None:
         assert not any(stats["norms"].values()), where
     else:
-        actual = torch.tensor(stats["gram"], dtype=torch.float64)
-        norms = expected["gram"].diagonal().sqrt()
-        assert relative_error(actual, expected["gram"], torch.outer(norms, norms).clamp_min(1e-30)) < TOLERANCE, where
+        assert_gram_matches(stats["gram"], expected["gram"], where)
     for t in names:
         assert close(stats["norms"][t], expected["norms"][t], 1e-6 * biggest), (where, t)
         assert close(stats["norms_all"][t], expected["norms_all"][t], 1e-6 * biggest), (where, t)

@@ -1,53 +1,31 @@
-"""Every recorded number against the brute-force reference (plain autograd.grad per term), to 1e-6."""
-import math
-
+"""Every recorded number against the brute-force reference (reference.py: plain autograd.grad per term), on every
+shared small model (the `architecture` fixture)."""
 import pytest
 import torch
 
 import lossdiag
 from lossdiag.record.gradients import apply_update, reach, shared_statistics, term_gradients, trainable_parameters
-from lossdiag.record.shared import discover, module_of
-from models import DeepSupervision, TiedThreeHeads, deep_supervision_batch, deep_supervision_terms, tied_batch, \
-    tied_terms
-from reference import flat_term_gradients, gram, relative_error
-
-CASES = [(DeepSupervision, deep_supervision_terms, deep_supervision_batch),
-         (TiedThreeHeads, tied_terms, tied_batch)]
+from lossdiag.record.shared import discover
+from models import DeepSupervision, deep_supervision_batch, deep_supervision_terms
+from reference import assert_matches, step_reference
 
 
-@pytest.mark.parametrize("make_model, make_terms, make_batch", CASES)
-def test_norms_gram_and_layers_match_brute_force(make_model, make_terms, make_batch):
+def test_norms_gram_and_layers_match_brute_force(architecture):
     torch.manual_seed(0)
-    model = make_model()
-    terms = make_terms(model, make_batch())
+    model = architecture.build()
+    terms = architecture.terms(model, architecture.batch())
     layout = discover(model, terms)
-    shared = [layout.parameters[i] for i in layout.shared]
-    flat = flat_term_gradients(terms, shared)
-    expected = gram(flat)
     grads = term_gradients(terms, layout.parameters, keep_graph=True)
     assert reach(grads, layout.names, layout.parameters) == layout
-    stats = shared_statistics(grads, layout)
-
-    actual = torch.tensor(stats["gram"], dtype=torch.float64)
-    norms = expected.diagonal().sqrt()
-    assert relative_error(actual, expected, torch.outer(norms, norms)) < 1e-6
-    for k, name in enumerate(terms):
-        assert stats["norms"][name] == pytest.approx(float(norms[k]), rel=1e-6)
-        reached = [layout.parameters[i] for i in layout.reached[name]]
-        full = flat_term_gradients({name: terms[name]}, reached)[name].norm()
-        assert stats["norms_all"][name] == pytest.approx(float(full), rel=1e-6)
-    for module in layout.shared_modules:
-        params = [layout.parameters[i] for i in layout.shared if module_of(layout.names[i]) == module]
-        per_module = flat_term_gradients(terms, params)
-        for name in terms:
-            assert stats["layers"][module][name] == pytest.approx(float(per_module[name].norm()), rel=1e-6, abs=1e-12)
+    expected = step_reference(terms, model)
+    assert layout.shared_names == expected["shared_names"]
+    assert_matches(shared_statistics(grads, layout), expected, architecture.name)
 
 
-@pytest.mark.parametrize("make_model, make_terms, make_batch", CASES)
-def test_update_from_term_gradients_equals_backward_of_the_weighted_total(make_model, make_terms, make_batch):
+def test_update_from_term_gradients_equals_backward_of_the_weighted_total(architecture):
     torch.manual_seed(0)
-    model = make_model()
-    terms = make_terms(model, make_batch())
+    model = architecture.build()
+    terms = architecture.terms(model, architecture.batch())
     weights = {name: 0.1 * (k + 1) for k, name in enumerate(terms)}
     total = sum(weights[name] * value for name, value in terms.items())
     expected = torch.autograd.grad(total, list(model.parameters()), retain_graph=True, allow_unused=True)
@@ -68,11 +46,8 @@ def test_profile_records_equal_the_reference_on_its_first_step():
     torch.manual_seed(result.diagnosis.config.seed)
     model = DeepSupervision()
     terms = deep_supervision_terms(model, batch)
-    layout = discover(model, terms)
-    flat = flat_term_gradients(terms, [layout.parameters[i] for i in layout.shared])
-    expected = gram(flat)
-    for k, name in enumerate(terms):
-        assert first["loss"][name] == pytest.approx(float(terms[name].detach()), rel=1e-6)
-        assert first["grad"]["norms"][name] == pytest.approx(math.sqrt(float(expected[k, k])), rel=1e-6)
+    expected = step_reference(terms, model)
+    assert_matches(first["grad"], expected, "the profile's first step")
+    assert first["loss"] == pytest.approx({name: float(value.detach()) for name, value in terms.items()}, rel=1e-6)
     assert first["grad"]["weights"] == {"classification": 0.5, "regression": 2.0}
-    assert result.summary["shared_parameters"]["names"] == layout.shared_names
+    assert result.summary["shared_parameters"]["names"] == expected["shared_names"]
