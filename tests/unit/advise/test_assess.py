@@ -8,7 +8,7 @@ import math
 import pytest
 
 from lossdiag.advise.candidates import decades
-from lossdiag.advise.outcome import RunEnd
+from lossdiag.advise.outcome import Change, RunEnd, cost
 from lossdiag.advise.rule import Assessment, assess, choose, halfway
 from lossdiag.advise.situations import LEARNS, OPPOSED, STARVED, Situation
 from lossdiag.config import Config
@@ -119,3 +119,26 @@ def test_halfway_is_the_geometric_midpoint_at_the_sum_of_the_first_weights():
 def test_halfway_leaves_a_weight_that_either_side_sets_to_zero():
     assert halfway({"a": 0.0, "b": 1.0}, {"a": 1.0, "b": 4.0}) == pytest.approx({"a": 0.0, "b": 1.0})
     assert halfway({"a": 0.0}, {"a": 1.0}) == {"a": 0.0}
+
+
+def test_a_term_near_its_floor_pays_its_rise_over_a_tenth_of_its_start():
+    """An aux head from 2.3 down to 0.0099 that ends at 0.0247 gives back 0.0148 of the 2.29 it learned: it pays
+    0.0148 / (0.1 * 2.3) = 6.4%, not its +149% relative change."""
+    in_force = RunEnd({"a": 1.0, "b": 1.0}, [{"a": 1.0 * j, "b": 0.0099 * j} for j in JITTER])
+    run = RunEnd({"a": 2.0, "b": 1.0}, [{"a": 0.8 * j, "b": 0.0247 * j} for j in JITTER])
+    started = {"a": Situation("a", STARVED, 1.5, 0.5, 1.0, None, None),
+               "b": Situation("b", LEARNS, 2.3, 0.01, 0.0099, None, None)}
+    judged = assess(run, in_force, started, [], CONFIG)
+    assert judged.change["b"] == pytest.approx(0.0247 / 0.0099 - 1)
+    assert judged.costs["b"] == pytest.approx((0.0247 - 0.0099) / (0.1 * 2.3))
+    assert "bound" not in judged.verdict and "about even" in judged.verdict, "within the bound; the net gain decides"
+    far = cost(Change(0.5, 0.01, 1.5, 1.0), start=2.0)     # the end under the weights in force sets the scale
+    assert far.value == pytest.approx(0.5) and not far.floored
+
+
+def test_a_rise_past_the_bound_is_a_cost_however_noisy():
+    noisy = RunEnd({"a": 2.0, "b": 1.0}, [{"a": e["a"] * 0.8, "b": e["b"] * (1.15 + (0.6 if k % 2 else -0.6))}
+                                          for k, e in enumerate(IN_FORCE.end)])
+    judged = assess(noisy, IN_FORCE, found(), [], CONFIG)
+    assert judged.change["b"] == pytest.approx(0.15, abs=0.01) and judged.noise["b"] * 3 > judged.change["b"]
+    assert judged.costs["b"] == pytest.approx(judged.change["b"]) and not judged.qualifies
