@@ -2,11 +2,12 @@
 terminal renders, and the same page as an inline fragment with scoped CSS for Jupyter's `_repr_html_`."""
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from lossdiag.advise.diagnose import Diagnosis
 from lossdiag.report.advice_view import Recommendation
 from lossdiag.report.blocks import Block
+from lossdiag.report.figures import ReportFigure, report_figures
 from lossdiag.report.page import document, esc, figures_section, inline, table, tag
 from lossdiag.report.view import ReportView, build_view
 
@@ -106,23 +107,19 @@ def _config(view: ReportView, collapsed: bool) -> str:
     return tag("h2", "Configuration") + content
 
 
-def _body(view: ReportView, figures: Sequence[Any], collapsed: bool) -> str:
+def _body(view: ReportView, figures: Sequence[ReportFigure], collapsed: bool) -> str:
     return "".join([_header(view), _verdict(view), _recommendation(view.recommendation), _findings(view),
                     _per_term(view), figures_section(figures), _config(view, collapsed)])
 
 
 def _view_and_figures(diagnosis: Diagnosis, summary: dict,
-                      figures: Optional[Sequence[Any]]) -> tuple[ReportView, Sequence[Any]]:
+                      figures: Optional[Sequence[ReportFigure]]) -> tuple[ReportView, Sequence[ReportFigure]]:
     source = str(summary.get("source") or "")
     view = build_view(summary, source if source.endswith(".py") else None, diagnosis)
-    if figures is None:
-        from lossdiag.report.figures import report_figures
-
-        figures = report_figures(diagnosis, summary)
-    return view, figures
+    return view, report_figures(diagnosis, summary) if figures is None else figures
 
 
-def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] = None) -> str:
+def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[ReportFigure]] = None) -> str:
     """The whole report.html: verdict, recommendation, findings, per-term table, figures, configuration and versions.
 
     A content security policy forbids every script and fetch, as a second wall behind the escaping.
@@ -131,7 +128,7 @@ def page(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] =
     return document(f"lossdiag: {summary['status']} · {summary.get('source') or ''}", _body(view, drawn, False))
 
 
-def fragment(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[Any]] = None) -> str:
+def fragment(diagnosis: Diagnosis, summary: dict, figures: Optional[Sequence[ReportFigure]] = None) -> str:
     """The report as an inline fragment for a notebook: scoped CSS, no iframe, configuration folded away."""
     view, drawn = _view_and_figures(diagnosis, summary, figures)
     return inline(_body(view, drawn, True))

@@ -6,6 +6,7 @@ import base64
 import html
 from typing import Any, Sequence
 
+from lossdiag.report.figures.png import ReportFigure
 from lossdiag.report.text import safe
 
 ROOT = "lossdiag-report"
@@ -69,7 +70,7 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]], text_columns: in
     return f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def figures_section(figures: Sequence[Any]) -> str:
+def figures_section(figures: Sequence[ReportFigure]) -> str:
     """The figures as embedded PNGs with their captions; a figure not drawn says why."""
     parts = [tag("h2", "Figures")]
     for figure in figures:

@@ -5,12 +5,12 @@ a notebook's `_repr_html_`.
 """
 from __future__ import annotations
 
-import json
 from typing import Optional, Sequence
 
-from lossdiag.report.figures import ReportFigure
+from lossdiag.report.figures.png import ReportFigure
 from lossdiag.report.page import document, esc, figures_section, inline, table, tag
 from lossdiag.report.sweep_view import context_line, judged_on, paste_lines, points_table, verdict
+from lossdiag.report.text import option_rows
 
 
 def _header(sweep: dict) -> str:
@@ -47,8 +47,7 @@ def _points(sweep: dict) -> str:
 
 
 def _config(sweep: dict, config: dict) -> str:
-    rows = [[esc(key), esc(json.dumps(value) if isinstance(value, (dict, list)) else value)]
-            for key, value in config.items()]
+    rows = [[esc(key), esc(value)] for key, value in option_rows(config)]
     content = table(["option", "value"], rows, 2) + tag("p", f"lossdiag {esc(sweep['lossdiag_version'])}", "ld-note")
     return f"<details><summary>Configuration</summary>{content}</details>"
 

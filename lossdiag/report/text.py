@@ -3,8 +3,9 @@ show them, user strings made harmless, and aligned text tables."""
 from __future__ import annotations
 
 import hashlib
+import json
 import math
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from lossdiag.advise.probe import meaningful_drop
 from lossdiag.config import quote_name
@@ -89,3 +90,9 @@ def aligned(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
         return "  ".join(cell.ljust(widths[c]) for c, cell in enumerate(row)).rstrip()
 
     return [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+
+
+def option_rows(config: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    """The resolved options as (name, value) text pairs, a list or mapping value written as JSON."""
+    return tuple((str(key), json.dumps(value) if isinstance(value, (dict, list)) else str(value))
+                 for key, value in config.items())

@@ -4,14 +4,13 @@ checks, the conflict and the recommendation. The terminal and the HTML page rend
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Optional
 
 from lossdiag.advise.diagnose import Diagnosis
 from lossdiag.checks.findings import SEVERITY_ORDER
 from lossdiag.report.advice_view import Recommendation, recommendation
 from lossdiag.report.blocks import Block, Table
-from lossdiag.report.text import listing, number, percent, quoted_term, readable_drop, safe, term_text
+from lossdiag.report.text import listing, number, option_rows, percent, quoted_term, readable_drop, safe, term_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,8 +162,7 @@ def _conflicts(summary: dict) -> tuple[Conflict, ...]:
 
 
 def _config(summary: dict, diagnosis: Optional[Diagnosis]) -> tuple[tuple[tuple[str, str], ...], str]:
-    rows = tuple((str(key), json.dumps(value) if isinstance(value, (dict, list)) else str(value))
-                 for key, value in summary.get("config", {}).items())
+    rows = option_rows(summary.get("config", {}))
     recorded = diagnosis.run.meta.get("lossdiag_version") if diagnosis is not None else None
     rendered_by = summary["lossdiag_version"]
     versions = (f"lossdiag {rendered_by}" + (f" (recorded with {recorded})" if recorded and recorded != rendered_by

@@ -3,6 +3,7 @@ the run's diagnosis and summary (`figure_plan`); `report_figures` draws the plan
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -140,10 +141,10 @@ def figure_plan(diagnosis: Diagnosis, summary: dict) -> list[PlannedFigure]:
 def report_figures(diagnosis: Diagnosis, summary: dict) -> list[ReportFigure]:
     """Every figure of the report, in page order, drawn as PNGs within the page's byte budget."""
     figures, draws = [], {}
-    for planned in figure_plan(diagnosis, summary):
-        if planned.info is None:
-            figures.append(ReportFigure(planned.name, planned.title, planned.caption, note=planned.note))
+    for entry in figure_plan(diagnosis, summary):
+        if entry.info is None:
+            figures.append(ReportFigure(entry.name, entry.title, entry.caption, note=entry.note))
             continue
-        draws[planned.name] = (lambda draw, info: lambda: draw(info))(DRAW[planned.name], planned.info)
-        figures.append(drawn_figure(planned.name, planned.title, planned.caption, draws[planned.name]))
+        draws[entry.name] = functools.partial(DRAW[entry.name], entry.info)
+        figures.append(drawn_figure(entry.name, entry.title, entry.caption, draws[entry.name]))
     return within_budget(figures, draws)
