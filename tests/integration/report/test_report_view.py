@@ -18,7 +18,7 @@ from paths import EXAMPLES
 @pytest.fixture(scope="module")
 def profiled():
     """The README example profiled briefly: single-term checks, verified candidates and a reweight to paste."""
-    return lossdiag.profile(EXAMPLES / "two_outputs.py", steps=30, check_steps=20, progress=False)
+    return lossdiag.profile(EXAMPLES / "two_outputs.py", steps=16, check_steps=10, progress=False)
 
 
 def blocks(view):

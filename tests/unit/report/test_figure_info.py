@@ -8,6 +8,7 @@ import pytest
 from lossdiag.report.downsample import MAX_POINTS
 from lossdiag.report.figures.info import MAX_BANDS, checks_info, cosines_info, layers_info, series_info, shares_info
 from lossdiag.report.figures.outcome_info import ALPHA_EDGE, alpha_info, end_loss_info, weights_info
+from lossdiag.report.figures.profile import planned
 
 
 def test_a_series_leaves_out_a_term_with_no_finite_value_and_keeps_the_others_styles():
@@ -101,3 +102,13 @@ def test_maps_write_their_values_only_while_they_stay_readable():
     info = layers_info(layers, ["a", "b"], written_cells=12)
     assert info.rows == ("m1", "m2") and info.columns == ("a", "b") and info.written
     assert math.isnan(info.values[1, 0]) and info.values[0, 1] == 0.8
+
+
+def test_an_info_that_cannot_be_built_leaves_its_figure_out_with_the_reason():
+    def broken():
+        raise ValueError("shares of shape (3,) for 2 terms")
+
+    figure = planned("shares", "Share of the shared gradient", "caption", broken)
+    assert figure.info is None and figure.note == "could not be drawn: ValueError: shares of shape (3,) for 2 terms"
+    assert planned("layers", "Per-layer map", "caption", None, "no per-module gradient recorded").note == (
+        "no per-module gradient recorded")
