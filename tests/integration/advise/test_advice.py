@@ -1,5 +1,5 @@
 """Advice judged by measured outcome: keep, reweight (verified from the same start) or trade-off, on fixture
-models of each pattern and on the two_outputs example, through the real command line."""
+models of each pattern and on the two_outputs example, through the command line."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import invoke
 from lossdiag.advise.recommend import resolve_targets
 from lossdiag.config import Config
 from lossdiag.advise.diagnose import diagnose
@@ -24,7 +24,7 @@ CONFIG = Config()
 def profile(tmp_path: Path, model: Path, *options: str, out: Path | None = None) -> tuple[int, dict, str]:
     """Run `lossdiag profile` as a user would; return the exit code, summary.json and the printed text."""
     out = out or tmp_path / f"out{len(list(tmp_path.iterdir()))}"
-    completed = run_cli("profile", model, "--out", out, *options)
+    completed = invoke("profile", model, "--out", out, *options)
     assert completed.returncode in (0, 1), completed.stderr
     return completed.returncode, json.loads((out / "summary.json").read_text()), completed.stdout
 
@@ -176,8 +176,8 @@ def test_target_shares_are_normalised_and_the_missing_ones_split_what_is_left():
 
 
 def test_a_bad_target_is_a_usage_error(tmp_path):
-    completed = run_cli("profile", FIXTURES / "advice_aux_by_design.py", "--out", tmp_path / "o",
-                        "--target", "main=-1")
+    completed = invoke("profile", FIXTURES / "advice_aux_by_design.py", "--out", tmp_path / "o",
+                       "--target", "main=-1")
     assert completed.returncode == 2 and "target_shares" in completed.stderr
     assert "Traceback" not in completed.stderr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import lossdiag
-from cli_helpers import run_cli
+from cli_helpers import invoke
 from lossdiag.checks.single_term import check_findings
 from lossdiag.config import Config
 from lossdiag.analyse.run import parse
@@ -51,10 +51,10 @@ def test_validation_batches_are_the_evaluation_batches_of_every_run(tmp_path):
 
 def test_main_from_the_command_line_and_a_main_term_that_does_not_exist(tmp_path):
     model = model_with(tmp_path, "")
-    completed = run_cli("profile", model, *QUICK, "--main", "aux", "--no-verify", "--out", tmp_path / "a")
+    completed = invoke("profile", model, *QUICK, "--main", "aux", "--no-verify", "--out", tmp_path / "a")
     assert completed.returncode in (0, 1), completed.stderr
     assert json.loads((tmp_path / "a" / "summary.json").read_text())["main"] == ["aux"]
-    unknown = run_cli("profile", model, *QUICK, "--main", "mian", "--out", tmp_path / "b")
+    unknown = invoke("profile", model, *QUICK, "--main", "mian", "--out", tmp_path / "b")
     assert unknown.returncode == 2 and "'mian'" in unknown.stderr and "main, aux" in unknown.stderr
     assert "Traceback" not in unknown.stderr and not (tmp_path / "b" / "summary.json").exists()
 
@@ -63,7 +63,7 @@ def test_main_from_the_command_line_and_a_main_term_that_does_not_exist(tmp_path
                                             ("\ndef validation_batches():\n    return []\n", "validation_batches() yielded nothing"),
                                             ("\nmain = 'main'\nmain = 3\n", "'main' must be a list of term names")])
 def test_bad_validation_batches_or_main_in_the_model_file_is_a_usage_error(tmp_path, extra, message):
-    completed = run_cli("profile", model_with(tmp_path, extra), *QUICK, "--out", tmp_path / "o")
+    completed = invoke("profile", model_with(tmp_path, extra), *QUICK, "--out", tmp_path / "o")
     assert completed.returncode == 2 and message in completed.stderr and "Traceback" not in completed.stderr
 
 

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import pytest
 
-from cli_helpers import run_cli
+from cli_helpers import invoke
 from paths import FIXTURES
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("vae") / "run"
-    completed = run_cli("profile", FIXTURES / "outcome_vae.py", "--steps", "20", "--check-steps", "40", "--out", out)
+    completed = invoke("profile", FIXTURES / "outcome_vae.py", "--steps", "20", "--check-steps", "40", "--out", out)
     assert completed.returncode == 0, completed.stderr
     return out, completed.stdout, json.loads((out / "summary.json").read_text())
 
@@ -39,6 +39,6 @@ def test_progress_is_null_where_the_relative_drop_means_nothing(profiled):
     assert summary["progress"]["reconstruction"] == pytest.approx(measured["reconstruction"])
     assert 0 < summary["progress"]["reconstruction"] < 1
     assert "from ~0" in stdout
-    rebuilt = run_cli("report", out)
+    rebuilt = invoke("report", out)
     assert rebuilt.returncode == 0, rebuilt.stderr
     assert json.loads((out / "summary.json").read_text())["progress"]["kl"] is None
