@@ -178,7 +178,7 @@ def _draw_panel(ax: Axes, panel: Panel) -> None:
         ax.plot([x], [y], "o" if recommended else "s", markersize=11 if recommended else 9,
                 color=SUGGESTED if recommended else CURRENT, markeredgecolor="black", zorder=5 if recommended else 4,
                 label=name)
-    legend(ax, unique=True)
+    legend(ax, unique=True, size=FONT - 1)
     finish(ax, panel.title, panel.xlabel, panel.ylabel)
 
 

@@ -72,9 +72,9 @@ def finish(ax: Axes, title: str, xlabel: str, ylabel: str) -> Figure:
     return ax.get_figure(root=True)
 
 
-def legend(ax: Axes, unique: bool = False, **options: object) -> None:
-    """The legend where `options` put it, or, past LEGEND_BESIDE entries, below the axes in columns; `unique`
-    keeps one entry per label (marks drawn on several lines)."""
+def legend(ax: Axes, unique: bool = False, size: float = FONT - 0.5, **options: object) -> None:
+    """The legend where `options` put it, in `size` points, or, past LEGEND_BESIDE entries, below the axes in
+    columns; `unique` keeps one entry per label (marks drawn on several lines)."""
     handles, labels = ax.get_legend_handles_labels()
     if unique:
         kept = dict(zip(labels, handles))
@@ -85,7 +85,7 @@ def legend(ax: Axes, unique: bool = False, **options: object) -> None:
         ax.legend(handles, [text if len(text) <= 30 else text[:29] + "…" for text in labels], fontsize=FONT - 1.5,
                   frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=LEGEND_COLUMNS)
         return
-    ax.legend(handles, labels, fontsize=FONT - 0.5, frameon=False, **options)
+    ax.legend(handles, labels, fontsize=size, frameon=False, **options)
 
 
 def value_scale(ax: Axes, log: bool, linear: float = 1.0) -> None:
