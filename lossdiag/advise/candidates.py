@@ -1,12 +1,8 @@
 """The weightings worth a run from the same start: share balancing, the dominant term stepped down, each lagging
 term stepped up, the helpers of a term that needs the others stepped up, the progress fixed point.
 
-Every candidate moves only the weights of terms on shared parameters and keeps the sum of the weights in force (an
-SGD step keeps its size), except that one which would lower a main term's weight to raise the others keeps the main
-terms' weights instead (`anchored`): the helpers raised, not the main head lowered, since under SGD the sum is a
-learning rate and lowering the main term's weight slows the term the user cares about. The main terms are the
-declared ones, else the one term the weights in force weigh most (a main head beside auxiliary heads). Near-
-duplicates (every weight ratio within SAME_DECADES of a decade) are run once.
+Every candidate keeps the sum of the weights in force (an SGD step keeps its size) and moves only the weights of
+terms on shared parameters. Near-duplicates (every weight ratio within SAME_DECADES of a decade) are run once.
 """
 from __future__ import annotations
 
@@ -46,23 +42,6 @@ def share_balancing(current: Mapping[str, float], shares: Mapping[str, float], t
     ratios of `targets`; the other terms keep their weight."""
     usable = {t: s for t, s in shares.items() if t in targets and s > 0 and current.get(t, 0.0) > 0}
     return moved(current, {t: targets[t] / s for t, s in usable.items()}, total)
-
-
-def anchors(current: Mapping[str, float], main: Sequence[str], shared: Optional[Sequence[str]]) -> list[str]:
-    """The terms whose weight a candidate that raises the others keeps: the declared main terms, else the one term
-    on shared parameters that the weights in force weigh most (none when two share the largest weight)."""
-    if main:
-        return [t for t in main if current.get(t, 0.0) > 0]
-    ranked = sorted((w, t) for t, w in current.items() if shared is None or t in shared)
-    return [ranked[-1][1]] if len(ranked) >= 2 and ranked[-1][0] > ranked[-2][0] else []
-
-
-def anchored(weights: Mapping[str, float], current: Mapping[str, float], kept: Sequence[str]) -> dict[str, float]:
-    """`weights` scaled up so that no term of `kept` weighs less than under the weights in force (the others raised
-    rather than the main terms lowered); as they are when none would."""
-    factor = max((current[t] / weights[t] for t in kept if weights.get(t, 0.0) > 0 and current.get(t, 0.0) > 0),
-                 default=1.0)
-    return {t: w * factor for t, w in weights.items()} if factor > 1.0 else dict(weights)
 
 
 def balance_factor(share: float, target: float) -> float:

@@ -134,7 +134,7 @@ def recommend(run: RunData, config: Config, shares: Mapping[str, float], dominan
     verified = [r for r in run.extra.get("verify", [])]
     chosen = (next((r for r in verified if r["weights"] == decision.weights), None)
               if decision.kind == REWEIGHT else None)
-    spread = (_spread(run, decision.weights, found.weights, found.targets, sum(decision.weights.values()))
+    spread = (_spread(run, decision.weights, found.weights, found.targets, sum(found.weights.values()))
               if chosen is not None else {})
     return dataclasses.replace(
         decision, in_force=_outcome(in_force[-1], found, config) if in_force else None,

@@ -19,8 +19,8 @@ import dataclasses
 import math
 from typing import Mapping, Optional, Sequence
 
-from lossdiag.advise.candidates import (anchored, anchors, decades, distinct, fixed_point, helpers_up, same,
-                                       share_balancing, stepped_down, stepped_up)
+from lossdiag.advise.candidates import (decades, distinct, fixed_point, same, share_balancing, stepped_down,
+                                       helpers_up, stepped_up)
 from lossdiag.advise.outcome import FLOOR_FRACTION, RunEnd, changes, cost, mean_of
 from lossdiag.advise.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation, situations
 from lossdiag.config import Config
@@ -206,17 +206,17 @@ def _trade_off_text(gaining: Sequence[Assessment], main: Sequence[str], config: 
 def planned(evidence: Evidence, found: Mapping[str, Situation], config: Config) -> list[dict[str, float]]:
     """The first candidates: share balancing, the dominant term stepped down on a log scale, each lagging term
     stepped up, the helpers of a term that needs the others stepped up, the fixed point (near-duplicates run
-    once); those that raise the others keep the main terms' weights (candidates.anchored)."""
-    weights, total = evidence.weights, sum(evidence.weights.values())
-    kept = anchors(weights, evidence.main, evidence.shared)
-    first = [anchored(share_balancing(weights, evidence.shares, evidence.targets, total), weights, kept)]
+    once)."""
+    total = sum(evidence.weights.values())
+    first = [share_balancing(evidence.weights, evidence.shares, evidence.targets, total)]
     dominant = evidence.dominant
     if dominant is not None and dominant in evidence.targets:
-        first += stepped_down(weights, dominant, evidence.shares[dominant], evidence.targets[dominant], total)
-    point = fixed_point(weights, found, total)
-    raised = stepped_up(weights, found, total) + helpers_up(weights, found, total) + ([point] if point else [])
-    first += [anchored(w, weights, kept) for w in raised]
-    return distinct(first, [weights])
+        first += stepped_down(evidence.weights, dominant, evidence.shares[dominant], evidence.targets[dominant],
+                              total)
+    first += stepped_up(evidence.weights, found, total) + helpers_up(evidence.weights, found, total)
+    point = fixed_point(evidence.weights, found, total)
+    first += [point] if point is not None else []
+    return distinct(first, [evidence.weights])
 
 
 def halfway(weights: Mapping[str, float], towards: Mapping[str, float]) -> dict[str, float]:
@@ -261,17 +261,14 @@ def _corrections(evidence: Evidence, assessments: Sequence[Assessment], found: M
     fixed point taken again from the best qualifying run for the lagging terms. When none qualifies: where some
     serve a starved, opposed or main term at too high a cost, the geometric midpoint of the cheapest of them and
     the nearest run that costs within the bound (the weights in force at worst), a cheaper step the same way; and
-    the fixed point taken again from the run that served the lagging terms best. Each keeps the main terms'
-    weights where it would lower them (candidates.anchored)."""
+    the fixed point taken again from the run that served the lagging terms best."""
     left = config.verify_rounds - (len(evidence.candidates) - len(planned(evidence, found, config)))
     if left <= 0:
         return []
-    kept = anchors(evidence.weights, evidence.main, evidence.shared)
-    taken = [evidence.weights, *(r.weights for r in evidence.candidates)]
     qualifying = [r for r, a in zip(evidence.candidates, assessments) if a.qualifies]
     if qualifying:
         rescue = _rescue(evidence, qualifying, config)
-        return distinct([anchored(rescue, evidence.weights, kept)], taken) if rescue else []
+        return distinct([rescue], [evidence.weights, *(r.weights for r in evidence.candidates)]) if rescue else []
     steps = []
     costly = [a for a in assessments if _to_gain(a, found, evidence.main, config)]
     if costly:
@@ -280,7 +277,7 @@ def _corrections(evidence: Evidence, assessments: Sequence[Assessment], found: M
         steps.append(halfway(min(within, key=lambda w: decades(w, cheapest.weights)), cheapest.weights))
     rescue = _rescue(evidence, evidence.candidates, config)
     steps += [rescue] if rescue is not None else []
-    return distinct([anchored(w, evidence.weights, kept) for w in steps], taken)[:left]
+    return distinct(steps, [evidence.weights, *(r.weights for r in evidence.candidates)])[:left]
 
 
 def choose(assessments: Sequence[Assessment], config: Config) -> Optional[int]:

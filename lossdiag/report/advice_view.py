@@ -134,10 +134,8 @@ def _reweight_notes(summary: dict, model_path: Optional[str]) -> list[str]:
     total = sum(weights.values())
     if len(terms) == 2 and total > 0:
         first, second = (term_text(t) for t in terms)
-        kept = ("the sum of the weights in force kept" if math.isclose(total, sum(summary["weights"].values()))
-                else "the main term's weight kept, the other raised")
         notes.append(f"alpha = {number(weights[terms[0]] / total, 3)} in {number(total, 3)} * (alpha * {first} + "
-                     f"(1 - alpha) * {second}), {kept}")
+                     f"(1 - alpha) * {second}), the sum of the weights in force kept")
     spread = summary.get("recommended_spread")
     if spread:
         notes.append("in brackets: each weight from the first and the second half of the recorded steps")

@@ -117,10 +117,9 @@ def _advice_figures(diagnosis: Diagnosis, summary: dict) -> list[PlannedFigure]:
         current = [diagnosis.current_weights.get(t, 1.0) for t in terms]
         recommended = [(summary.get("recommended_weights") or diagnosis.current_weights).get(t, 1.0) for t in terms]
         if current != recommended:
-            kept = "their sum kept" if np.isclose(sum(current), sum(recommended)) else "the main terms' weights kept"
             figures.append(planned(
-                "weights", "Recommended weights", f"The weights in force beside the recommended ones ({kept}); the "
-                "axis is logarithmic when they span decades.",
+                "weights", "Recommended weights", "The weights in force beside the recommended ones (their sum "
+                "kept); the axis is logarithmic when they span decades.",
                 (lambda: weights_info(terms, current, recommended)) if len(terms) >= 2 else None,
                 "one term: there is no balance to recommend"))
     run = diagnosis.run
