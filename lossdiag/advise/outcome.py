@@ -94,16 +94,22 @@ def _value(value: Optional[float]) -> float:
     return math.nan if value is None else float(value)
 
 
+def _finite_mean(values: Sequence[float]) -> Optional[float]:
+    """The mean of the values, None where there are none or one is not finite."""
+    return sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else None
+
+
 def change(end: PerBatch, reference: PerBatch, term: str) -> Change:
     """`term` at the end of a run against a reference run, paired batch by batch on the same evaluation batches.
 
-    Undefined (None) where a value is not finite, the batches differ in number, or the reference mean is 0.
+    Undefined (None) where a value is not finite, the batches differ in number, or the reference mean is 0; the
+    mean of either side is still given where all its values are finite (a term that diverged only in the run keeps
+    its reference, so the rule can charge the divergence).
     """
     ends = [_value(b.get(term)) for b in end]
     refs = [_value(b.get(term)) for b in reference]
     if not ends or len(ends) != len(refs) or not all(math.isfinite(v) for v in ends + refs):
-        finite = [v for v in ends if math.isfinite(v)]
-        return Change(None, None, sum(finite) / len(finite) if len(finite) == len(ends) and ends else None, None)
+        return Change(None, None, _finite_mean(ends), _finite_mean(refs) if len(ends) == len(refs) else None)
     mean_end, mean_ref = sum(ends) / len(ends), sum(refs) / len(refs)
     if mean_ref == 0:
         return Change(None, None, mean_end, mean_ref)

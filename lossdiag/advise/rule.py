@@ -167,7 +167,7 @@ def assess(run: RunEnd, in_force: RunEnd, found: Mapping[str, Situation], main: 
     floored = [t for t, p in paid.items() if p is not None and p.floored]
     costs = {t: p.value for t, p in paid.items() if p is not None and p.value > 0
              and (p.clear(z) or p.value > config.max_cost)}
-    costs.update({t: math.inf for t, c in compared.items() if c.change is None and c.reference is not None})
+    costs.update({t: math.inf for t, c in compared.items() if c.end is None and c.reference is not None})
     main_pays = {t: costs[t] for t in main if t in costs and (paid[t] is None or paid[t].clear(z))}
     over = {t: v for t, v in costs.items() if v > config.max_cost}
     net = -sum(math.log1p(max(c.change, -0.99)) for c in compared.values() if c.change is not None)

@@ -75,8 +75,6 @@ def test_changes_within_noise_are_neither_gains_nor_costs():
     assert judged.costs == {} and judged.qualifies
 
 
-@pytest.mark.xfail(strict=True, reason="outcome.change returns reference None for a non-finite end, so assess's "
-                   "infinite cost for a term the candidate made diverge never applies and the candidate qualifies")
 def test_a_term_that_diverged_in_the_candidate_is_an_infinite_cost():
     diverged = RunEnd({"a": 2.0, "b": 1.0}, [{"a": e["a"] * 0.5, "b": math.nan} for e in IN_FORCE.end])
     judged = assess(diverged, IN_FORCE, found(), [], CONFIG)
