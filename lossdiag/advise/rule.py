@@ -199,8 +199,9 @@ def _trade_off_text(gaining: Sequence[Assessment], main: Sequence[str], config: 
         least, floored = min(main_costs, key=lambda pair: max(pair[0].values()))
         return (f"main {_terms_text(least, floored)} would pay (the least among the candidates that serve a term); "
                 "choose by the metric that matters with `lossdiag sweep --metric`")
+    declare = "" if main else ", or declare the terms you care most about (`main`)"
     return (f"the gains cost other terms more than the bound ({config.max_cost:.0%}); choose by the metric "
-            "that matters with `lossdiag sweep --metric`, or declare the terms you care most about (`main`)")
+            f"that matters with `lossdiag sweep --metric`{declare}")
 
 
 def planned(evidence: Evidence, found: Mapping[str, Situation], config: Config) -> list[dict[str, float]]:
