@@ -2,24 +2,24 @@
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from lossdiag.advise.probe import Probe, evaluation_probe
-from lossdiag.advise.runs import run_record, train_under
-from lossdiag.advise.shares import term_shares
+from lossdiag.sweep.from_start import candidate_jobs, check_slots, in_force, run_round
 from lossdiag.analyse.run import parse
-from lossdiag.checks import broken_terms, single_term_records
+from lossdiag.checks import broken_terms
 from lossdiag.config import Config, load
 from lossdiag.advise.diagnose import CHECK, Diagnosis, diagnose
 from lossdiag.checks.findings import Finding
-from lossdiag.train.loop import TrainingRun, device_of, ensure_steps, initial_state, start_training, with_model_targets
+from lossdiag.train.loop import TrainingRun, ensure_steps, initial_state, start_training, with_model_targets
 from lossdiag.train.progress import Progress
 from lossdiag.record.stream import RECORDS, RecordWriter
 from lossdiag.report.outputs import Staging, keep_records, publish, write_outputs
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.report.summary import build_summary
+from lossdiag.sweep.jobs import Workers, default_jobs
 
 
 
@@ -77,7 +77,10 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
 
     With objects, `validation_batches` (held-out batches, as the model file's validation_batches()) is where every
     run from the start is judged; without it, probe batches drawn from `batches` are.
-    Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...).
+    Options are the CLI's long options with '_' for '-' (steps=200, every=1, refine=1, out='dir', ...). A model
+    file given with jobs=N runs its runs from the same start N at a time in worker processes (the calling script
+    then needs the `if __name__ == "__main__":` guard); without jobs, or for objects, they run in this process.
+    Either way each run uses run_threads torch threads, so the figures do not depend on jobs.
     A module passed in is trained on a copy; the caller's model and every RNG state are left as they were.
     """
     with preserved_rng():
@@ -85,41 +88,47 @@ def profile(model: Any, batches: Any = None, losses: Optional[Callable] = None, 
         if weights is not None and model_path is not None:
             options["weights"] = weights
         resolved = load(Path(config) if config else None, model_path, options)
-        return run_profile(spec, resolved, progress)
+        parallel = str(model_path) if model_path is not None and resolved.jobs is not None else None
+        return run_profile(spec, resolved, progress, parallel)
 
 
-def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None) -> ProfileResult:
+def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
+                model_path: Optional[str] = None) -> ProfileResult:
     """Record the main run, refine the suggestion, run the checks, recommend weights and verify them, and diagnose;
     with config.out, records stream into a staging folder inside it, swapped in with the report only when the run
-    succeeds (kept and named if it fails)."""
+    succeeds (kept and named if it fails). `model_path` lets worker processes load the model file themselves and
+    run the runs from the same start in parallel (config.jobs of them, every core by default); they start before
+    the recorded run, so they load while it trains."""
     ensure_steps(config)
     config = with_model_targets(spec, config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
     staging: Optional[Staging] = None
     writer = None
     try:
-        with preserved_rng():
+        with preserved_rng(), tempfile.TemporaryDirectory(prefix="lossdiag-profile-") as scratch:
             start = initial_state(spec, config)
             names = term_names(spec, config, start)
             check_main(spec, config.main, names)
             if len(names) < 2:
-                return run_check(spec, config, progress, ONE_TERM)
-            staging = Staging(config.out) if config.out else None
-            writer = RecordWriter(staging.path / RECORDS) if staging is not None else None
-            records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
-            diagnosis = diagnose(records)
-            for round_number in range(1, config.refine + 1):
-                bar.describe(f"refining ({round_number}/{config.refine})")
-                weights = diagnosis.suggestion.weights
-                trial = diagnose(TrainingRun(spec, config, weights, start).record(None, bar))
-                refine = {"kind": "refine", "step": round_number, "weights": weights,
-                          "dominance": trial.dominance.shares, "suggested": trial.suggestion.weights}
-                records.append(refine)
-                if writer is not None:
-                    writer.write(refine)
+                return run_check(spec, config, progress, ONE_TERM, model_path)
+            config = with_jobs(config, model_path, runs_from_start(config, len(names)))
+            with Workers(spec, config, start, config.jobs, model_path, Path(scratch)) as workers:
+                staging = Staging(config.out) if config.out else None
+                writer = RecordWriter(staging.path / RECORDS) if staging is not None else None
+                records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
                 diagnosis = diagnose(records)
-            bar.close()
-            records, diagnosis = advise(spec, config, start, records, writer, progress)
+                for round_number in range(1, config.refine + 1):
+                    bar.describe(f"refining ({round_number}/{config.refine})")
+                    weights = diagnosis.suggestion.weights
+                    trial = diagnose(TrainingRun(spec, config, weights, start).record(None, bar))
+                    refine = {"kind": "refine", "step": round_number, "weights": weights,
+                              "dominance": trial.dominance.shares, "suggested": trial.suggestion.weights}
+                    records.append(refine)
+                    if writer is not None:
+                        writer.write(refine)
+                    diagnosis = diagnose(records)
+                bar.close()
+                records, diagnosis = advise(workers, records, writer, progress)
     except BaseException as exc:
         if writer is not None:
             writer.close()
@@ -135,6 +144,20 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     return result
 
 
+def runs_from_start(config: Config, terms: int) -> int:
+    """How many runs from the same start a round can hold: each term alone and the weights in force, or a round of
+    candidates; 0 when the profile runs none."""
+    if config.check_steps == 0 or (config.no_checks and config.no_verify):
+        return 0
+    return max(terms + 1, EXPECTED_CANDIDATES)
+
+
+def with_jobs(config: Config, model_path: Optional[str], runs: int) -> Config:
+    """The config with `jobs` set to the processes the runs from the same start use (1: this process), so the run
+    header and summary.json say how they ran, beside run_threads."""
+    return dataclasses.replace(config, jobs=default_jobs(config, model_path, runs) if runs else 1)
+
+
 def term_names(spec: ModelSpec, config: Config, start: dict) -> list[str]:
     """The terms losses(model, batch) returns, from the first batch, before any training."""
     model, _, stream, device = start_training(spec, config, start)
@@ -142,60 +165,41 @@ def term_names(spec: ModelSpec, config: Config, start: dict) -> list[str]:
 
 
 
-def single_term_checks(spec: ModelSpec, config: Config, start: dict, records: list[dict], probe: Probe,
-                       progress: Optional[bool] = None) -> list[dict]:
-    """Train each term alone from the run's start; a term whose gradient cannot train it is skipped with the reason."""
-    if config.check_steps == 0:
-        return []
-    terms = list(records[0]["terms"])
-    bar = Progress(len(terms) * config.check_steps, "single-term checks", progress)
-    try:
-        return single_term_records(spec, config, start, terms, broken_terms(parse(records)), probe, bar)
-    finally:
-        bar.close()
-
-
-def measured_run(kind: str, step: int, spec: ModelSpec, config: Config, start: dict, weights: dict[str, float],
-                 probe: Probe, bar: Progress) -> dict:
-    """A run from the start under `weights` for check_steps: its progress, and its shares at the end."""
-    run = train_under(spec, config, start, weights, probe, config.check_steps, bar)
-    raw, applied = term_shares(spec, run.model, run.optimizer, probe, weights)
-    return run_record(kind, step, run, shares=raw, applied_shares=applied)
-
-
-def advise(spec: ModelSpec, config: Config, start: dict, records: list[dict], writer: Optional[RecordWriter],
+def advise(workers: Workers, records: list[dict], writer: Optional[RecordWriter],
            progress: Optional[bool] = None) -> tuple[list[dict], Diagnosis]:
-    """The checks, a run under the weights in force, and the verification rounds the recommendation asks for."""
-    def add(new: list[dict]) -> Diagnosis:
-        records.extend(new)
-        if writer is not None:
-            writer.write_many(new)
+    """The checks and the run under the weights in force (one round), then the rounds of candidates the
+    recommendation asks to verify; each record streams as soon as every one before it in its round is known."""
+    config = workers.config
+
+    def add(new: Iterable[dict]) -> Diagnosis:
+        for record in new:
+            records.append(record)
+            if writer is not None:
+                writer.write(record)
         return diagnose(records)
 
     if config.check_steps == 0 or (config.no_checks and config.no_verify):
         return records, diagnose(records)
-    probe = evaluation_probe(spec, config.probe_batches, config.seed, device_of(config))
-    if not config.no_checks:
-        add(single_term_checks(spec, config, start, records, probe, progress))
-    runs = 1 + (0 if config.no_verify else EXPECTED_CANDIDATES + config.verify_rounds)
-    bar = Progress(runs * config.check_steps, "verifying", progress)
+    terms = list(records[0]["terms"])
+    checks = [] if config.no_checks else check_slots(terms, broken_terms(parse(records)))
+    runs = len(checks) + 1 + (0 if config.no_verify else EXPECTED_CANDIDATES + config.verify_rounds)
+    bar = Progress(runs * config.check_steps, "checks and verification", progress)
     try:
-        diagnosis = add([measured_run("progress", 0, spec, config, start, dict(records[0]["weights"]), probe, bar)])
+        diagnosis = add(run_round(workers, [*checks, in_force(records[0]["weights"])], bar))
         number = 0
         while diagnosis.recommendation.pending and not config.no_verify:
-            found = []
-            for weights in diagnosis.recommendation.pending:
-                number += 1
-                found.append(measured_run("verify", number, spec, config, start, weights, probe, bar))
-            diagnosis = add(found)
+            jobs = candidate_jobs(number + 1, diagnosis.recommendation.pending)
+            number += len(jobs)
+            diagnosis = add(run_round(workers, jobs, bar))
     finally:
         bar.close()
     return records, diagnosis
 
 
 def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
-              note: Optional[str] = None) -> ProfileResult:
-    """`lossdiag check`: a short recorded run (sanity_steps) for the gradient sanity checks, then each term alone.
+              note: Optional[str] = None, model_path: Optional[str] = None) -> ProfileResult:
+    """`lossdiag check`: a short recorded run (sanity_steps) for the gradient sanity checks, then each term alone
+    (in worker processes, as a profile's, when `model_path` is given).
 
     Only the sanity and single-term findings are reported; the checks run even when no_checks is set. `note`
     says why a profile ran as a check (one term: nothing to balance) and leads the verdict.
@@ -203,15 +207,19 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
     sanity = dataclasses.replace(config, steps=config.sanity_steps, every=1)
     bar = Progress(sanity.steps, "gradient sanity", progress)
     try:
-        with preserved_rng():
+        with preserved_rng(), tempfile.TemporaryDirectory(prefix="lossdiag-check-") as scratch:
             start = initial_state(spec, sanity)
             records = TrainingRun(spec, sanity, config.weights, start).record(None, bar)
             bar.close()
-            records[0]["purpose"] = CHECK
+            terms = list(records[0]["terms"])
+            sanity = with_jobs(sanity, model_path, len(terms) if sanity.check_steps else 0)
+            records[0]["purpose"], records[0]["config"] = CHECK, sanity.to_dict()   # the jobs the checks ran in
             if note:
                 records[0]["note"] = note
-            probe = evaluation_probe(spec, sanity.probe_batches, sanity.seed, device_of(sanity))
-            records.extend(single_term_checks(spec, sanity, start, records, probe, progress))
+            if sanity.check_steps:
+                bar = Progress(len(terms) * sanity.check_steps, "single-term checks", progress)
+                with Workers(spec, sanity, start, sanity.jobs, model_path, Path(scratch)) as workers:
+                    records.extend(run_round(workers, check_slots(terms, broken_terms(parse(records))), bar))
     finally:
         bar.close()
     diagnosis = diagnose(records)

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Collection, Mapping, Optional, Sequence
+from typing import Collection, Optional
 
-from lossdiag.advise.probe import Probe
-from lossdiag.advise.runs import WeightedRun, train_alone
+from lossdiag.advise.runs import WeightedRun
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
 from lossdiag.checks.findings import Finding, Severity
 from lossdiag.record.kinds import CheckCode, CheckStatus
 from lossdiag.record.schema import CheckRecord
-from lossdiag.train.progress import Progress
-from lossdiag.train.spec import ModelSpec
 
 MIN_STEPS = 10
 PASS, FAIL, SKIPPED = CheckStatus.PASS, CheckStatus.FAIL, CheckStatus.SKIPPED
@@ -90,21 +87,6 @@ def check_record(index: int, term: str, run: WeightedRun, config: Config) -> dic
 def skipped_record(index: int, term: str, reason: str) -> dict:
     """The `check` record of a term that cannot be trained alone."""
     return CheckRecord(index, term, SKIPPED, None, [], None, None, None, reason, 0, None, 0, 0).to_record()
-
-
-def single_term_records(spec: ModelSpec, config: Config, initial_state: dict, terms: Sequence[str],
-                        skip: Mapping[str, str], probe: Probe, progress: Optional[Progress] = None) -> list[dict]:
-    """One `check` record per term: trained alone from the initial state, or skipped with the reason given."""
-    records = []
-    for index, term in enumerate(terms):
-        if term in skip:
-            records.append(skipped_record(index, term, skip[term]))
-            if progress is not None:
-                progress.update(config.check_steps)
-            continue
-        run = train_alone(spec, config, initial_state, term, list(terms), probe, config.check_steps, progress)
-        records.append(check_record(index, term, run, config))
-    return records
 
 
 def check_findings(run: RunData, config: Config, needs_others: Collection[str] = ()) -> list[Finding]:

@@ -1,6 +1,7 @@
 """The command line (CONTRACT section 2): parse, call the library, render, map the verdict to an exit code."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -43,7 +44,8 @@ def profile(model_py: str, config_file: str | None, as_json: bool | None, debug:
     """Profile MODEL_PY: per-term gradients on shared parameters, dominance, conflict, a suggestion."""
     from lossdiag.api import run_profile
 
-    _run_and_render(run_profile, model_py, config_file, {**given, "json": as_json})
+    _run_and_render(functools.partial(run_profile, model_path=model_py), model_py, config_file,
+                    {**given, "json": as_json})
 
 
 @main.command()
@@ -63,7 +65,8 @@ def check(model_py: str, config_file: str | None, as_json: bool | None, debug: b
         option = "--" + given_here[0].replace("_", "-")
         raise SpecError(f"{option} does not apply to `lossdiag check`, which records sanity_steps (YAML) steps and "
                         f"then trains each term alone for --check-steps; use `lossdiag profile` for {option}")
-    _run_and_render(run_check, model_py, config_file, {**given, "json": as_json})
+    _run_and_render(functools.partial(run_check, model_path=model_py), model_py, config_file,
+                    {**given, "json": as_json})
 
 
 @main.command()

@@ -59,6 +59,8 @@ def run_options(command: Callable) -> Callable:
         click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
                      help="YAML options (default: lossdiag.yaml beside the model file)."),
         click.option("--no-checks", is_flag=True, default=None, help="Skip the single-term checks."),
+        click.option("--jobs", type=WHOLE_NUMBER, default=None,
+                     help="Runs from the same start (checks, candidates) trained at once, in processes [every core]."),
         click.option("--strict", is_flag=True, default=None, help="Exit 1 on warnings too."),
         click.option("--json", "as_json", is_flag=True, default=None, help="Print summary.json to stdout."),
         click.option("--debug", is_flag=True, default=None, help="Show tracebacks."),

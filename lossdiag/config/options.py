@@ -41,6 +41,7 @@ class Config:
     sweep_steps: int = 200
     metric: typing.Optional[str] = None
     jobs: typing.Optional[int] = None
+    run_threads: int = 1
     max_cost: float = 0.1
     min_gain: float = 0.05
     main: typing.Optional[typing.List[str]] = None
@@ -55,7 +56,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config) if f.name != "origins"}
 CLI_FLAGS = {"target_shares": "--target"}
-_POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs"}
+_POSITIVE = {"steps", "every", "sanity_steps", "probe_batches", "points", "sweep_steps", "jobs", "run_threads"}
 _POSITIVE_NUMBER = {"check_noise_z", "check_max_rise"}
 _NON_NEGATIVE = {"check_steps", "refine", "seed", "verify_rounds"}
 _UNIT_INTERVAL = {"dominance_threshold", "check_min_drop", "starved_ratio", "max_cost", "min_gain"}

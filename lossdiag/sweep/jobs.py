@@ -1,19 +1,23 @@
-"""One sweep run, and many of them in parallel processes: same start, same batches, same probe in every process.
+"""Runs from the same start, in this process or in worker processes: a sweep's points, and the profile's checks and
+candidates (lossdiag.advise.from_start).
 
 Each run trains a fresh model from the profile's start (lossdiag.advise.runs), measures each term's progress on
-the probe batches and, when the model file has one, calls validate(model). Results do not depend on how many
-processes ran them: every process seeds the same way, rebuilds the same probe and loads the same start.
+the probe batches and, for a sweep point of a model file that has one, calls validate(model). Results do not
+depend on how many processes ran them: every process seeds the same way, rebuilds the same probe, loads the same
+start and runs each run on config.run_threads torch threads, wherever it runs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
@@ -61,12 +65,36 @@ def run_job(bench: Bench, job: Job) -> dict:
             "noise": trained.noise, "skipped_updates": trained.skipped_updates, "seconds": time.perf_counter() - started}
 
 
+Work = Callable[[Bench, Job], dict]
+
+
 def available_cores() -> int:
     """CPU cores this process may run on."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
+
+
+def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
+    """--jobs, else every core for a model file on the CPU; objects from a notebook and devices run in-process."""
+    if model_path is None:
+        return 1
+    if config.jobs is not None:
+        return max(1, min(config.jobs, runs))
+    return 1 if config.device else max(1, min(available_cores(), runs))
+
+
+@contextlib.contextmanager
+def run_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to `threads` for one run, and restored after: a run's figures depend on how
+    many threads summed its reductions, so every run from the same start uses the same number in any process."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def probe_for(spec: ModelSpec, config: Config) -> Probe:
@@ -76,50 +104,93 @@ def probe_for(spec: ModelSpec, config: Config) -> Probe:
 
 
 _BENCH: Optional[Bench] = None
+_FAILED: Optional[BaseException] = None
 
 
 def _watch_parent(parent: int) -> None:
-    """End this worker when the sweep that started it is gone (killed), instead of computing for nobody."""
+    """End this worker when the run that started it is gone (killed), instead of computing for nobody."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
     os._exit(1)
 
 
 def _start_worker(model_path: str, config: Config, start_file: str, metric_names: Optional[list[str]],
-                  threads: int, parent: int) -> None:
-    global _BENCH
+                  parent: int) -> None:
+    """Load the model file, the start and the probe once per worker; a failure is raised by the first job it gets
+    (an initializer that raises would only be restarted by the pool, forever)."""
+    global _BENCH, _FAILED
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-    torch.set_num_threads(threads)
-    spec = load_model_file(model_path)
-    _BENCH = Bench(spec, config, torch.load(start_file, weights_only=True), probe_for(spec, config), metric_names)
+    torch.set_num_threads(config.run_threads)
+    try:
+        spec = load_model_file(model_path)
+        _BENCH = Bench(spec, config, torch.load(start_file, weights_only=True), probe_for(spec, config),
+                       metric_names)
+    except Exception as exc:  # noqa: BLE001 - handed to the parent with the first job
+        _FAILED = exc
 
 
-def _work(job: Job) -> dict:
+def _work(work: Work, job: Job) -> dict:
+    if _FAILED is not None:
+        raise _FAILED
     assert _BENCH is not None, "worker used before _start_worker"
-    return run_job(_BENCH, job)
+    return work(_BENCH, job)
+
+
+class Workers:
+    """Runs jobs from one start: in this process, or in `processes` spawned workers kept for every batch of jobs.
+
+    Workers load the model file themselves and start at once, so they load while this process goes on (the
+    profile records its run meanwhile); a usage error in one is raised here. In this process the probe is built
+    at the first job (`probe` when given). Every run, here or in a worker, runs on config.run_threads threads.
+    """
+
+    def __init__(self, spec: ModelSpec, config: Config, start: dict, processes: int, model_path: Optional[str],
+                 scratch: Path, metric_names: Optional[list[str]] = None, probe: Optional[Probe] = None) -> None:
+        self.spec, self.config, self.start, self.metric_names, self.probe = spec, config, start, metric_names, probe
+        self.pool = None
+        if processes > 1 and model_path is not None:
+            start_file = scratch / "start.pt"
+            torch.save(start, start_file)
+            context = multiprocessing.get_context("spawn")
+            self.pool = context.Pool(processes, _start_worker, (model_path, config, str(start_file), metric_names,
+                                                                os.getpid()))
+
+    def bench(self) -> Bench:
+        """What a job run in this process needs: the probe is evaluated from here on."""
+        if self.probe is None:
+            self.probe = probe_for(self.spec, self.config)
+        return Bench(self.spec, self.config, self.start, self.probe, self.metric_names)
+
+    def run(self, jobs: Sequence[Job], work: Work = run_job, ordered: bool = True) -> Iterator[dict]:
+        """Yield each job's record (`work(bench, job)`, a module-level function): in the jobs' order, or as each
+        finishes when not `ordered`."""
+        if self.pool is None:
+            for job in jobs:
+                with run_threads(self.config.run_threads):
+                    record = work(self.bench(), job)
+                yield record
+            return
+        mapped = self.pool.imap if ordered else self.pool.imap_unordered
+        yield from mapped(functools.partial(_work, work), jobs, chunksize=1)
+
+    def close(self) -> None:
+        """End the workers, finished or not."""
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_all(bench: Bench, jobs: Sequence[Job], processes: int, model_path: Optional[str],
             scratch: Path) -> Iterator[dict]:
-    """Yield each job's record as it finishes: in this process, or in `processes` spawned workers.
-
-    Workers split the cores between them (torch threads per worker = cores // processes) and load the model
-    file themselves; a usage error in one ends the others.
-    """
-    if processes <= 1 or model_path is None:
-        for job in jobs:
-            yield run_job(bench, job)
-        return
-    start_file = scratch / "start.pt"
-    torch.save(bench.start, start_file)
-    threads = max(1, available_cores() // processes)
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(processes, _start_worker, (model_path, bench.config, str(start_file), bench.metric_names,
-                                                   threads, os.getpid()))
-    try:
-        yield from pool.imap_unordered(_work, jobs, chunksize=1)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    """Yield each sweep job's record as it finishes: in this process, or in `processes` spawned workers."""
+    with Workers(bench.spec, bench.config, bench.start, processes, model_path, scratch, bench.metric_names,
+                 bench.probe) as workers:
+        yield from workers.run(jobs, ordered=False)

@@ -24,18 +24,9 @@ from lossdiag.record.stream import RecordWriter
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, check_main
 from lossdiag.sweep.grid import Candidate, alpha_of, candidates
-from lossdiag.sweep.jobs import Bench, Job, available_cores, probe_for, run_all
+from lossdiag.sweep.jobs import Bench, Job, default_jobs, probe_for, run_all
 from lossdiag.sweep.metrics import check_metric, evaluate
 from lossdiag.sweep.records import ALONE, END, HEADER, POINT
-
-
-def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
-    """--jobs, else every core for a model file on the CPU; objects from a notebook and devices run in-process."""
-    if model_path is None:
-        return 1
-    if config.jobs is not None:
-        return max(1, min(config.jobs, runs))
-    return 1 if config.device else max(1, min(available_cores(), runs))
 
 
 def estimate_line(first_seconds: float, remaining: int, processes: int) -> str:
