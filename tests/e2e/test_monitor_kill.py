@@ -113,7 +113,10 @@ def test_a_monitor_killed_while_the_loop_pauses_keeps_every_step(tmp_path):
     assert _flushed_steps(run / "records.jsonl") == 301
 
 
-SLOW_CHECKS = ("def before_call(call):\n    if call > 301:  # call 1 counts the terms, 2..301 are the 300 steps\n"
+# In the profile's process call 1 counts the terms and 2..301 are the 300 steps; a worker process (--jobs) only
+# ever runs the checks and candidates.
+SLOW_CHECKS = ("import multiprocessing\n"
+               "def before_call(call):\n    if call > 301 or multiprocessing.parent_process() is not None:\n"
                "        Path(__file__).with_name('checking').touch()\n        time.sleep(0.05)\n")
 
 
