@@ -137,6 +137,20 @@ def _work(work: Work, job: Job) -> dict:
     return work(_BENCH, job)
 
 
+@contextlib.contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while workers are started, so they inherit it ignored from their first instruction: a Ctrl-C
+    at the terminal reaches the whole process group, and a worker still importing torch would print a traceback."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 class Workers:
     """Runs jobs from one start: in this process, or in `processes` spawned workers kept for every batch of jobs.
 
@@ -153,8 +167,9 @@ class Workers:
             start_file = scratch / "start.pt"
             torch.save(start, start_file)
             context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(processes, _start_worker, (model_path, config, str(start_file), metric_names,
-                                                                os.getpid()))
+            with _interrupts_ignored():
+                self.pool = context.Pool(processes, _start_worker, (model_path, config, str(start_file),
+                                                                    metric_names, os.getpid()))
 
     def bench(self) -> Bench:
         """What a job run in this process needs: the probe is evaluated from here on."""
