@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
@@ -97,8 +98,8 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
     """Record the main run, refine the suggestion, run the checks, recommend weights and verify them, and diagnose;
     with config.out, records stream into a staging folder inside it, swapped in with the report only when the run
     succeeds (kept and named if it fails). `model_path` lets worker processes load the model file themselves and
-    run the runs from the same start in parallel (config.jobs of them, every core by default); they start before
-    the recorded run, so they load while it trains."""
+    run the runs from the same start in parallel: config.jobs of them, started before the recorded run so they load
+    while it trains; by default one per core, started after it when its steps say the runs are worth it."""
     ensure_steps(config)
     config = with_model_targets(spec, config)
     bar = Progress(config.steps * (1 + config.refine), "profiling", progress)
@@ -111,11 +112,15 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
             check_main(spec, config.main, names)
             if len(names) < 2:
                 return run_check(spec, config, progress, ONE_TERM, model_path)
-            config = with_jobs(config, model_path, runs_from_start(config, len(names)))
-            with Workers(spec, config, start, config.jobs, model_path, Path(scratch)) as workers:
+            runs = runs_from_start(config, len(names))
+            with Workers(spec, config, start, model_path, Path(scratch)) as workers:
+                if config.jobs is not None:
+                    workers.start_workers(default_jobs(config, model_path, runs))
                 staging = Staging(config.out) if config.out else None
                 writer = RecordWriter(staging.path / RECORDS) if staging is not None else None
+                cpu = time.process_time()
                 records = TrainingRun(spec, config, config.weights, start).record(writer, bar)
+                step_seconds = (time.process_time() - cpu) / config.steps
                 diagnosis = diagnose(records)
                 for round_number in range(1, config.refine + 1):
                     bar.describe(f"refining ({round_number}/{config.refine})")
@@ -128,6 +133,9 @@ def run_profile(spec: ModelSpec, config: Config, progress: Optional[bool] = None
                         writer.write(refine)
                     diagnosis = diagnose(records)
                 bar.close()
+                if runs:
+                    expected = step_seconds * config.check_steps * (len(names) + 1 + EXPECTED_CANDIDATES)
+                    workers.start_workers(default_jobs(config, model_path, runs, expected))
                 records, diagnosis = advise(workers, records, writer, progress)
     except BaseException as exc:
         if writer is not None:
@@ -150,12 +158,6 @@ def runs_from_start(config: Config, terms: int) -> int:
     if config.check_steps == 0 or (config.no_checks and config.no_verify):
         return 0
     return max(terms + 1, EXPECTED_CANDIDATES)
-
-
-def with_jobs(config: Config, model_path: Optional[str], runs: int) -> Config:
-    """The config with `jobs` set to the processes the runs from the same start use (1: this process), so the run
-    header and summary.json say how they ran, beside run_threads."""
-    return dataclasses.replace(config, jobs=default_jobs(config, model_path, runs) if runs else 1)
 
 
 def term_names(spec: ModelSpec, config: Config, start: dict) -> list[str]:
@@ -209,16 +211,19 @@ def run_check(spec: ModelSpec, config: Config, progress: Optional[bool] = None,
     try:
         with preserved_rng(), tempfile.TemporaryDirectory(prefix="lossdiag-check-") as scratch:
             start = initial_state(spec, sanity)
+            cpu = time.process_time()
             records = TrainingRun(spec, sanity, config.weights, start).record(None, bar)
+            step_seconds = (time.process_time() - cpu) / sanity.steps
             bar.close()
             terms = list(records[0]["terms"])
-            sanity = with_jobs(sanity, model_path, len(terms) if sanity.check_steps else 0)
-            records[0]["purpose"], records[0]["config"] = CHECK, sanity.to_dict()   # the jobs the checks ran in
+            records[0]["purpose"] = CHECK
             if note:
                 records[0]["note"] = note
             if sanity.check_steps:
                 bar = Progress(len(terms) * sanity.check_steps, "single-term checks", progress)
-                with Workers(spec, sanity, start, sanity.jobs, model_path, Path(scratch)) as workers:
+                with Workers(spec, sanity, start, model_path, Path(scratch)) as workers:
+                    expected = step_seconds * sanity.check_steps * len(terms)
+                    workers.start_workers(default_jobs(sanity, model_path, len(terms), expected))
                     records.extend(run_round(workers, check_slots(terms, broken_terms(parse(records))), bar))
     finally:
         bar.close()

@@ -76,13 +76,22 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def default_jobs(config: Config, model_path: Optional[str], runs: int) -> int:
-    """--jobs, else every core for a model file on the CPU; objects from a notebook and devices run in-process."""
+PARALLEL_SECONDS = 10.0
+"""The runs' estimated time in one process from which workers start by default: below it, starting them (each
+imports torch and loads the model file, seconds of CPU) costs more than it saves."""
+
+
+def default_jobs(config: Config, model_path: Optional[str], runs: int, seconds: Optional[float] = None) -> int:
+    """--jobs, else every core (at most `runs`) for a model file on the CPU whose runs, where their time in one
+    process is estimated (`seconds`), take long enough to repay starting workers; objects from a notebook and
+    devices run in-process."""
     if model_path is None:
         return 1
     if config.jobs is not None:
         return max(1, min(config.jobs, runs))
-    return 1 if config.device else max(1, min(available_cores(), runs))
+    if config.device or (seconds is not None and seconds < PARALLEL_SECONDS):
+        return 1
+    return max(1, min(available_cores(), runs))
 
 
 @contextlib.contextmanager
@@ -152,24 +161,30 @@ def _interrupts_ignored() -> Iterator[None]:
 
 
 class Workers:
-    """Runs jobs from one start: in this process, or in `processes` spawned workers kept for every batch of jobs.
+    """Runs jobs from one start: in this process, or in spawned workers kept for every batch of jobs once started.
 
-    Workers load the model file themselves and start at once, so they load while this process goes on (the
-    profile records its run meanwhile); a usage error in one is raised here. In this process the probe is built
-    at the first job (`probe` when given). Every run, here or in a worker, runs on config.run_threads threads.
+    Workers load the model file themselves as soon as they start, while this process goes on (the profile records
+    its run meanwhile when --jobs is given); a usage error in one is raised here. In this process the probe is
+    built at the first job (`probe` when given). Every run, here or in a worker, runs on config.run_threads threads.
     """
 
-    def __init__(self, spec: ModelSpec, config: Config, start: dict, processes: int, model_path: Optional[str],
-                 scratch: Path, metric_names: Optional[list[str]] = None, probe: Optional[Probe] = None) -> None:
+    def __init__(self, spec: ModelSpec, config: Config, start: dict, model_path: Optional[str], scratch: Path,
+                 metric_names: Optional[list[str]] = None, probe: Optional[Probe] = None) -> None:
         self.spec, self.config, self.start, self.metric_names, self.probe = spec, config, start, metric_names, probe
+        self.model_path, self.scratch = model_path, scratch
         self.pool = None
-        if processes > 1 and model_path is not None:
-            start_file = scratch / "start.pt"
-            torch.save(start, start_file)
-            context = multiprocessing.get_context("spawn")
-            with _interrupts_ignored():
-                self.pool = context.Pool(processes, _start_worker, (model_path, config, str(start_file),
-                                                                    metric_names, os.getpid()))
+
+    def start_workers(self, processes: int) -> None:
+        """Start `processes` workers, from then on every job runs in them; nothing for one process, for objects (no
+        model file to load) or when they are already started."""
+        if processes <= 1 or self.model_path is None or self.pool is not None:
+            return
+        start_file = self.scratch / "start.pt"
+        torch.save(self.start, start_file)
+        context = multiprocessing.get_context("spawn")
+        with _interrupts_ignored():
+            self.pool = context.Pool(processes, _start_worker, (self.model_path, self.config, str(start_file),
+                                                                self.metric_names, os.getpid()))
 
     def bench(self) -> Bench:
         """What a job run in this process needs: the probe is evaluated from here on."""
@@ -206,6 +221,7 @@ class Workers:
 def run_all(bench: Bench, jobs: Sequence[Job], processes: int, model_path: Optional[str],
             scratch: Path) -> Iterator[dict]:
     """Yield each sweep job's record as it finishes: in this process, or in `processes` spawned workers."""
-    with Workers(bench.spec, bench.config, bench.start, processes, model_path, scratch, bench.metric_names,
+    with Workers(bench.spec, bench.config, bench.start, model_path, scratch, bench.metric_names,
                  bench.probe) as workers:
+        workers.start_workers(processes)
         yield from workers.run(jobs, ordered=False)
