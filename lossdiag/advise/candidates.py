@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional, Sequence
 
-from lossdiag.advise.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation
+from lossdiag.checks.situations import BEHIND, NEEDS_OTHERS, OPPOSED, STARVED, Situation
 
 MAX_FACTOR = 100.0
 STEP_DECADES = (1, 2, 3)

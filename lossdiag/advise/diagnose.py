@@ -11,7 +11,7 @@ from lossdiag.analyse.conflict import PairConflict, conflicts, cosine_matrix
 from lossdiag.analyse.dominance import Dominance, dominance
 from lossdiag.analyse.run import RunData, parse
 from lossdiag.analyse.suggest import AlphaCurve, Suggestion, alpha_curve, suggest
-from lossdiag.advise.situations import NEEDS_OTHERS, STARVED
+from lossdiag.checks.situations import NEEDS_OTHERS, STARVED
 from lossdiag.checks import TermProgress, balance_view, check_findings, progress, sanity_findings, situation_findings
 from lossdiag.config import FIELDS, Config, resolve
 from lossdiag.errors import SpecError

@@ -13,9 +13,10 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 
 from lossdiag.advise.candidates import rescaled, share_balancing
-from lossdiag.advise.outcome import RunEnd
-from lossdiag.advise.rule import PROBE, REWEIGHT, Evidence, Recommendation, decide
-from lossdiag.advise.situations import STARVED, situations
+from lossdiag.analyse.outcome import RunEnd
+from lossdiag.advise.decision import PROBE, REWEIGHT, Evidence, Recommendation
+from lossdiag.advise.rule import decide
+from lossdiag.checks.situations import STARVED, situations
 from lossdiag.analyse.run import RunData, finite_median
 from lossdiag.config import Config
 

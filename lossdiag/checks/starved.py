@@ -1,4 +1,4 @@
-"""Findings from the terms' situations (lossdiag.advise.situations): `starved` and `opposed`, each with the
+"""Findings from the terms' situations (lossdiag.checks.situations): `starved` and `opposed`, each with the
 figures in the term's own units, and the progress rows (alone and combined) the summary and report show."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import dataclasses
 import math
 from typing import Mapping, Optional
 
-from lossdiag.advise.situations import OPPOSED, STARVED, Situation
+from lossdiag.checks.situations import OPPOSED, STARVED, Situation, gain_kept
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
 from lossdiag.checks.findings import Finding, Severity
@@ -59,8 +59,7 @@ def situation_findings(found: Mapping[str, Situation], on: str, steps: int, conf
     where = f"on the {on} batches after the same {steps} steps from the same start"
     for term, seen in found.items():
         if seen.name == STARVED:
-            gain_alone = seen.start - seen.alone
-            ratio = (seen.start - seen.combined) / gain_alone if gain_alone else None
+            ratio = gain_kept(seen.start, seen.alone, seen.combined)
             findings.append(Finding(
                 "starved", Severity.WARNING, [term],
                 f"'{term}' goes from {_number(seen.start)} to {_number(seen.alone)} trained alone but only to "

@@ -7,9 +7,10 @@ from lossdiag._version import __version__
 from lossdiag.analyse.layers import layer_shares
 from lossdiag.analyse.run import finite_median
 from lossdiag.advise.probe import meaningful_drop
-from lossdiag.advise.rule import REWEIGHT, TRADE_OFF, Recommendation
+from lossdiag.advise.decision import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.advise.diagnose import CHECK, Diagnosis
 from lossdiag.checks.findings import Severity
+from lossdiag.checks.situations import STARVED
 from lossdiag.record.stream import finite_or_none
 
 
@@ -71,7 +72,7 @@ def reweight_verdict(diagnosis: Diagnosis) -> str:
     """The verdict of a reweight: the starved terms it rescues, or the term that dominates; then the rule's numbers."""
     advice = diagnosis.recommendation
     picked = advice.assessments[advice.chosen]
-    starved = [t for t, s in advice.situations.items() if s.name == "starved"]
+    starved = [t for t, s in advice.situations.items() if s.name == STARVED]
     dominant = diagnosis.dominance.dominant_term
     if starved and set(starved) <= set(picked.gains):
         lead = (f"{', '.join(repr(t) for t in starved)} {'is' if len(starved) == 1 else 'are'} starved and the "

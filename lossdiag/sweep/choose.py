@@ -10,7 +10,7 @@ import dataclasses
 import math
 from typing import Mapping, Optional, Sequence
 
-from lossdiag.advise.outcome import RunEnd
+from lossdiag.analyse.outcome import RunEnd
 from lossdiag.advise.rule import bound_text, judge
 from lossdiag.config import Config
 

@@ -32,7 +32,7 @@ RANKS = {
 KNOWN_BACK_ARROWS = {("checks", "advise")}
 KNOWN_CYCLES = {"advise <-> checks"}
 KNOWN_PRIVATE: set[tuple[str, str]] = set()
-KNOWN_LONG = {"lossdiag.advise.rule"}
+KNOWN_LONG: set[str] = set()
 
 
 @dataclasses.dataclass(frozen=True)

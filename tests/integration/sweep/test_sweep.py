@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 import lossdiag
 from lossdiag.record.stream import read_records
-from lossdiag.advise.outcome import change
+from lossdiag.analyse.outcome import change
 from lossdiag.config import Config
 from lossdiag.sweep.choose import by_metric, by_rule, pareto
 from lossdiag.sweep.grid import candidates

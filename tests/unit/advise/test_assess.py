@@ -8,9 +8,10 @@ import math
 import pytest
 
 from lossdiag.advise.candidates import decades
-from lossdiag.advise.outcome import Change, RunEnd, cost
-from lossdiag.advise.rule import Assessment, assess, choose, halfway
-from lossdiag.advise.situations import LEARNS, OPPOSED, STARVED, Situation
+from lossdiag.analyse.outcome import Change, RunEnd, cost
+from lossdiag.advise.decision import Assessment
+from lossdiag.advise.rule import assess, choose, halfway
+from lossdiag.checks.situations import LEARNS, OPPOSED, STARVED, Situation
 from lossdiag.config import Config
 
 CONFIG = Config(min_gain=0.05, max_cost=0.1, check_noise_z=3.0)

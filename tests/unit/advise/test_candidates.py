@@ -8,7 +8,7 @@ import pytest
 
 from lossdiag.advise.candidates import (MAX_FACTOR, SAME_DECADES, balance_factor, decades, distinct, fixed_point,
                                         helpers_up, moved, rescaled, same, share_balancing, stepped_down, stepped_up)
-from lossdiag.advise.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STALLED, STARVED, Situation
+from lossdiag.checks.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STALLED, STARVED, Situation
 
 
 def seen(term: str, name: str, start: float = 1.0, alone: float = 0.5, combined: float = 0.9) -> Situation:

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from lossdiag.advise.outcome import FLOOR_FRACTION, RunEnd, change, cost
+from lossdiag.analyse.outcome import FLOOR_FRACTION, RunEnd, change, cost
 from lossdiag.advise.rule import assess
-from lossdiag.advise.situations import LEARNS, NEEDS_OTHERS, Situation
+from lossdiag.checks.situations import LEARNS, NEEDS_OTHERS, Situation
 from lossdiag.config import Config
 
 CONFIG = Config(min_gain=0.05, max_cost=0.1, check_noise_z=3.0)

@@ -7,9 +7,10 @@ import math
 import pytest
 
 from lossdiag.advise.candidates import balance_factor, decades, same, stepped_down
-from lossdiag.advise.outcome import RunEnd, change
-from lossdiag.advise.rule import KEEP, REWEIGHT, TRADE_OFF, Evidence, decide, judge
-from lossdiag.advise.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STARVED, STALLED, situations
+from lossdiag.analyse.outcome import RunEnd, change
+from lossdiag.advise.decision import KEEP, REWEIGHT, TRADE_OFF, Evidence
+from lossdiag.advise.rule import decide, judge
+from lossdiag.checks.situations import BEHIND, LEARNS, NEEDS_OTHERS, OPPOSED, STARVED, STALLED, situations
 from lossdiag.config import Config
 
 CONFIG = Config()

@@ -8,7 +8,7 @@ import statistics
 
 import pytest
 
-from lossdiag.advise.outcome import Change, RunEnd, change, changes, mean_of
+from lossdiag.analyse.outcome import Change, RunEnd, change, changes, mean_of
 
 REFERENCE = [1.0, 2.0, 3.0, 4.0]
 END = [1.1, 2.3, 2.9, 4.2]

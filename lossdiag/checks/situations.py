@@ -20,12 +20,34 @@ import dataclasses
 import math
 from typing import Collection, Mapping, Optional, Sequence
 
-from lossdiag.advise.outcome import PerBatch, RunEnd, change
+from lossdiag.analyse.outcome import PerBatch, RunEnd, change
 from lossdiag.config import Config
+from lossdiag.record.kinds import TextEnum
 
-STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS = (
-    "starved", "behind", "opposed", "needs-others", "stalled", "learns")
-SITUATIONS = (STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS)
+
+
+class SituationName(TextEnum):
+    """A term's situation after the runs from the same start (the module's docstring says each)."""
+
+    STARVED = "starved"
+    BEHIND = "behind"
+    OPPOSED = "opposed"
+    NEEDS_OTHERS = "needs-others"
+    STALLED = "stalled"
+    LEARNS = "learns"
+
+
+STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS = SituationName
+SITUATIONS = tuple(SituationName)
+
+
+def gain_kept(start: Optional[float], alone: Optional[float], combined: Optional[float]) -> Optional[float]:
+    """The part of its alone gain a term makes under the weights in force, (start - combined) / (start - alone), in
+    its own units; None where it gained nothing alone or a figure is missing. The starved rule: at most
+    starved_ratio (a term that makes no progress combined counts as keeping none of its gain)."""
+    if start is None or alone is None or not start - alone > 0:
+        return None
+    return (start - combined) / (start - alone) if combined is not None else 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,7 +56,7 @@ class Situation:
     the evaluation batches, in its units), and the end under the weights in force against the end alone."""
 
     term: str
-    name: str
+    name: SituationName
     start: Optional[float]
     alone: Optional[float]
     combined: Optional[float]
@@ -66,8 +88,8 @@ def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunE
     if combined.clear(z) > 0 and rise > gain_alone:
         name = OPPOSED
     elif learns_alone and against is not None and against.clear(z) > 0 and (against.change or 0) >= config.min_gain:
-        gain_combined = combined.reference - combined.end if combined.end is not None else 0.0
-        name = STARVED if gain_combined <= config.starved_ratio * gain_alone else BEHIND
+        kept = gain_kept(combined.reference, alone_change.end, combined.end)
+        name = STARVED if kept is not None and kept <= config.starved_ratio else BEHIND
     elif learns_combined:
         name = LEARNS if learns_alone or alone is None else NEEDS_OTHERS
     else:
