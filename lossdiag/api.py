@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional
 
-from lossdiag.sweep.from_start import candidate_jobs, check_slots, in_force, run_round
+from lossdiag.advise.from_start import candidate_jobs, check_slots, in_force, run_round
 from lossdiag.analyse.run import parse
 from lossdiag.checks import broken_terms
 from lossdiag.config import Config, load
@@ -20,7 +20,7 @@ from lossdiag.report.outputs import Staging, keep_records, publish, write_output
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, check_main, compute_terms, load_model_file, spec_from_objects, to_device
 from lossdiag.report.summary import build_summary
-from lossdiag.sweep.jobs import Workers, default_jobs
+from lossdiag.train.jobs import Workers, default_jobs
 
 
 

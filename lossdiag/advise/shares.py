@@ -14,7 +14,8 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from lossdiag.advise.probe import Probe
+from lossdiag.train.probe import Probe
+from lossdiag.analyse.quantities import shares_among
 from lossdiag.record.gradients import reach, term_gradients, trainable_parameters
 from lossdiag.train.spec import ModelSpec, compute_terms
 
@@ -38,11 +39,6 @@ def _scales(optimizer: torch.optim.Optimizer) -> dict[int, tuple[Optional[torch.
                 denominator = state["sum"].sqrt() + eps
             scales[id(parameter)] = (denominator, lr)
     return scales
-
-
-def _shares(norms: Mapping[str, float]) -> dict[str, float]:
-    total = sum(v for v in norms.values() if math.isfinite(v))
-    return {t: (v / total if total > 0 and math.isfinite(v) else math.nan) for t, v in norms.items()}
 
 
 def term_shares(spec: ModelSpec, model: torch.nn.Module, optimizer: torch.optim.Optimizer, probe: Probe,
@@ -79,4 +75,4 @@ def term_shares(spec: ModelSpec, model: torch.nn.Module, optimizer: torch.optim.
             raw_rows.append(raw)
             applied_rows.append(applied)
     median = lambda rows: {t: float(np.median([r[t] for r in rows])) for t in (rows or [{}])[0]}  # noqa: E731
-    return _shares(median(raw_rows)), _shares(median(applied_rows))
+    return shares_among(median(raw_rows)), shares_among(median(applied_rows))

@@ -5,7 +5,7 @@ import dataclasses
 import math
 from typing import Collection, Optional
 
-from lossdiag.advise.runs import WeightedRun
+from lossdiag.train.runs import WeightedRun
 from lossdiag.analyse.run import RunData
 from lossdiag.config import Config
 from lossdiag.checks.findings import Finding, Severity

@@ -113,11 +113,11 @@ def report(run_dir: str, out: str | None, debug: bool | None) -> None:
 
 def _rebuild_sweep(folder: Path, target: Path, debug: bool | None) -> bool:
     """Rebuild sweep.json, sweep.png and sweep.html from folder/sweep_records.jsonl, if there is one."""
-    from lossdiag.record.stream import finite_or_none, read_records
+    from lossdiag.record.stream import SWEEP_RECORDS, finite_or_none, read_records
     from lossdiag.report.sweep_outputs import SWEEP_PAGE, write_sweep_outputs
     from lossdiag.report.sweep_terminal import render_sweep
     from lossdiag.report.text import safe
-    from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
+    from lossdiag.sweep.records import SweepData
 
     path = folder / SWEEP_RECORDS
     if not path.is_file():

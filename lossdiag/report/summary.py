@@ -6,7 +6,7 @@ import numpy as np
 from lossdiag._version import __version__
 from lossdiag.analyse.layers import layer_shares
 from lossdiag.analyse.run import finite_median
-from lossdiag.advise.probe import meaningful_drop
+from lossdiag.train.probe import meaningful_drop
 from lossdiag.advise.decision import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.advise.diagnose import CHECK, Diagnosis
 from lossdiag.checks.findings import Severity

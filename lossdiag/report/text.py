@@ -7,7 +7,7 @@ import json
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-from lossdiag.advise.probe import meaningful_drop
+from lossdiag.train.probe import meaningful_drop
 from lossdiag.config import quote_name
 
 

@@ -8,9 +8,9 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 from lossdiag.config import Config, load
 from lossdiag.errors import SpecError
-from lossdiag.record.stream import finite_or_none
+from lossdiag.record.stream import SWEEP_RECORDS, finite_or_none
 from lossdiag.train.spec import ModelSpec, load_model_file, spec_from_objects
-from lossdiag.sweep.records import SWEEP_RECORDS, SweepData
+from lossdiag.sweep.records import SweepData
 from lossdiag.sweep.run import run_sweep
 
 

@@ -9,11 +9,11 @@ import dataclasses
 from typing import Optional, Sequence
 
 from lossdiag.config import FIELDS, Config
+from lossdiag.record.kinds import SweepKind
 from lossdiag.record.schema import SWEEP_FIELDS, SWEEP_REQUIRED, valid
-from lossdiag.record.stream import SWEEP_RECORDS
 from lossdiag.sweep.choose import Choice, by_metric, by_rule, pareto
 
-HEADER, POINT, ALONE, END = "sweep", "point", "alone", "end"
+HEADER, POINT, ALONE, END = SweepKind
 
 
 def rule_config(recorded: dict) -> Config:

@@ -24,8 +24,8 @@ from lossdiag.record.stream import RecordWriter
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, check_main
 from lossdiag.sweep.grid import Candidate, alpha_of, candidates
-from lossdiag.sweep.jobs import Bench, Job, default_jobs, probe_for, run_all
-from lossdiag.sweep.metrics import check_metric, evaluate
+from lossdiag.train.jobs import Bench, Job, default_jobs, probe_for, run_all
+from lossdiag.train.metrics import check_metric, evaluate
 from lossdiag.sweep.records import ALONE, END, HEADER, POINT
 
 

@@ -27,14 +27,6 @@ RANKS = {
     "api": 8, "monitor": 8, "integrations": 9, "cli": 10, "__init__": 11, "__main__": 11,
 }
 
-# Debts being paid while this test landed; an entry that no longer applies fails test_every_known_debt_is_still_owed,
-# so the lists only shrink.
-KNOWN_BACK_ARROWS = {("checks", "advise")}
-KNOWN_CYCLES = {"advise <-> checks"}
-KNOWN_PRIVATE: set[tuple[str, str]] = set()
-KNOWN_LONG: set[str] = set()
-
-
 @dataclasses.dataclass(frozen=True)
 class Import:
     """One import statement's arrow: the importing module, the module imported from and the names taken."""
@@ -176,17 +168,17 @@ def test_every_folder_of_modules_is_a_package():
 
 def test_no_arrow_points_back_up_the_pipeline():
     back = [f"{a.source} (line {a.line}) imports {a.target}: {s} may not import the later {t}"
-            for (s, t), a in LOSSDIAG.back_arrows().items() if (s, t) not in KNOWN_BACK_ARROWS]
+            for (s, t), a in LOSSDIAG.back_arrows().items()]
     assert back == []
 
 
 def test_no_two_units_import_each_other_through_any_path():
-    assert [cycle for cycle in LOSSDIAG.cycles() if cycle not in KNOWN_CYCLES] == []
+    assert LOSSDIAG.cycles() == []
 
 
 def test_no_module_imports_another_modules_private_names():
     private = [f"{a.source} (line {a.line}) imports {name} from {a.target}"
-               for (source, name), a in LOSSDIAG.private_imports().items() if (source, name) not in KNOWN_PRIVATE]
+               for (source, name), a in LOSSDIAG.private_imports().items()]
     assert private == []
 
 
@@ -194,7 +186,7 @@ def test_a_private_module_is_imported_only_inside_its_own_package():
     assert LOSSDIAG.private_modules_outside() == []
 
 
-@pytest.mark.parametrize("module", sorted(set(LOSSDIAG.modules) - KNOWN_LONG))
+@pytest.mark.parametrize("module", sorted(LOSSDIAG.modules))
 def test_no_module_is_over_300_lines(module):
     lines = LOSSDIAG.line_count(module)
     assert lines <= MAX_LINES, f"{module} has {lines} lines (at most {MAX_LINES}): split it by job"
@@ -203,14 +195,6 @@ def test_no_module_is_over_300_lines(module):
 @pytest.mark.parametrize("module", sorted(LOSSDIAG.modules))
 def test_every_name_a_module_reads_is_defined_or_imported(module):
     assert LOSSDIAG.undefined_names(module) == []
-
-
-def test_every_known_debt_is_still_owed():
-    paid = ([f"back arrow {s} -> {t}" for s, t in KNOWN_BACK_ARROWS - set(LOSSDIAG.back_arrows())]
-            + [f"cycle {c}" for c in KNOWN_CYCLES - set(LOSSDIAG.cycles())]
-            + [f"private {n} in {m}" for m, n in KNOWN_PRIVATE - set(LOSSDIAG.private_imports())]
-            + [m for m in KNOWN_LONG if m not in LOSSDIAG.modules or LOSSDIAG.line_count(m) <= MAX_LINES])
-    assert paid == [], "paid debts: remove them from the KNOWN_ lists"
 
 
 def hand_made(tmp_path: Path, files: dict[str, str]) -> Tree:

@@ -1,8 +1,8 @@
 """The shared primitive: a fresh model trained from the run's start under given weights, measured on the probe."""
 import torch
 
-from lossdiag.advise.probe import draw_probe
-from lossdiag.advise.runs import train_alone, train_under
+from lossdiag.train.probe import draw_probe
+from lossdiag.train.runs import train_alone, train_under
 from lossdiag.config import Config
 from lossdiag.train.loop import initial_state
 from lossdiag.train.spec import load_model_file

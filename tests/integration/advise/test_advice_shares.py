@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossdiag.advise.probe import draw_probe
+from lossdiag.train.probe import draw_probe
 from lossdiag.advise.shares import term_shares
 from lossdiag.train.spec import spec_from_objects
 

@@ -1,7 +1,7 @@
 """The progress measure: fixed probe batches, evaluated without changing the model or any RNG state."""
 import torch
 
-from lossdiag.advise import draw_probe, relative_progress
+from lossdiag.train.probe import draw_probe, relative_progress
 from lossdiag.train.spec import spec_from_objects
 
 

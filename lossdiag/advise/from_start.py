@@ -1,19 +1,19 @@
-"""The profile's runs from the same start as jobs for the sweep's workers (lossdiag.sweep.jobs): each term alone
+"""The profile's runs from the same start as jobs for the sweep's workers (lossdiag.train.jobs): each term alone
 (the single-term checks), the run under the weights in force and each candidate, in worker processes where cores
 allow.
 
 Records come back in the jobs' order, and their figures do not depend on how many processes ran them (see
-lossdiag.sweep.jobs).
+lossdiag.train.jobs).
 """
 from __future__ import annotations
 
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
-from lossdiag.advise.runs import run_record, train_under
+from lossdiag.train.runs import run_record, train_under
 from lossdiag.advise.shares import term_shares
 from lossdiag.checks.single_term import check_record, skipped_record
 from lossdiag.train.progress import Progress
-from lossdiag.sweep.jobs import Bench, Job, Workers
+from lossdiag.train.jobs import Bench, Job, Workers
 
 CHECK, PROGRESS, VERIFY = "check", "progress", "verify"
 Slot = Union[Job, dict]

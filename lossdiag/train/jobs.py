@@ -1,7 +1,7 @@
 """Runs from the same start, in this process or in worker processes: a sweep's points, and the profile's checks and
 candidates (lossdiag.advise.from_start).
 
-Each run trains a fresh model from the profile's start (lossdiag.advise.runs), measures each term's progress on
+Each run trains a fresh model from the profile's start (lossdiag.train.runs), measures each term's progress on
 the probe batches and, for a sweep point of a model file that has one, calls validate(model). Results do not
 depend on how many processes ran them: every process seeds the same way, rebuilds the same probe, loads the same
 start and runs each run on config.run_threads torch threads, wherever it runs.
@@ -21,12 +21,12 @@ from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 
-from lossdiag.advise.probe import Probe, evaluation_probe
-from lossdiag.advise.runs import train_under
+from lossdiag.train.probe import Probe, evaluation_probe
+from lossdiag.train.runs import train_under
 from lossdiag.config import Config
 from lossdiag.train.loop import device_of
 from lossdiag.train.spec import ModelSpec, load_model_file
-from lossdiag.sweep.metrics import evaluate
+from lossdiag.train.metrics import evaluate
 
 PARENT_CHECK_SECONDS = 1.0
 

@@ -11,11 +11,12 @@ from typing import Mapping, Optional
 
 import torch
 
-from lossdiag.advise.probe import Probe, mean_values, progress_noise, relative_progress
+from lossdiag.train.probe import Probe, mean_values, progress_noise, relative_progress
 from lossdiag.config import Config
 from lossdiag.train.loop import finite_gradients, start_training
 from lossdiag.train.progress import Progress
 from lossdiag.train.spec import ModelSpec, compute_terms, to_device
+from lossdiag.train.total import weighted_total
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,11 +77,11 @@ def train_under(spec: ModelSpec, config: Config, initial_state: Optional[dict], 
                               f"the start (a check or the verification)")
         names = names or list(terms)
         losses.append(dict(zip(terms, torch.stack([t.detach().double() for t in terms.values()]).tolist())))
-        trained = [(float(weights[k]), t) for k, t in terms.items() if weights.get(k, 0.0) != 0 and t.requires_grad]
+        trained = {k: t for k, t in terms.items() if weights.get(k, 0.0) != 0 and t.requires_grad}
         optimizer.zero_grad(set_to_none=True)
         finite = bool(trained) and all(math.isfinite(losses[-1][k]) for k in terms if weights.get(k, 0.0) != 0)
         if finite:
-            torch.stack([w * t for w, t in trained]).sum().backward()
+            weighted_total(trained, {k: float(weights[k]) for k in trained}).backward()
             finite = finite_gradients(parameters)
         if finite:
             optimizer.step()
