@@ -13,13 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Optional
 
-import torch
-
-from lossdiag._version import __version__
 from lossdiag.config import Config
 from lossdiag.advise.diagnose import diagnose
 from lossdiag.train.loop import TrainingRun, ensure_steps, initial_state, start_training, with_model_targets
 from lossdiag.train.progress import Progress
+from lossdiag.record.schema import run_header
 from lossdiag.record.stream import RecordWriter
 from lossdiag.train.rng import preserved_rng
 from lossdiag.train.spec import ModelSpec, check_main
@@ -92,13 +90,12 @@ def run_sweep(spec: ModelSpec, config: Config, model_path: Optional[str] = None,
             jobs = _jobs(terms, plan)
             processes = default_jobs(config, model_path, len(jobs))
             writer = RecordWriter(records_path) if records_path is not None else None
-            keep({"kind": HEADER, "step": 0, "lossdiag_version": __version__, "torch_version": torch.__version__,
-                  "source": spec.source, "terms": terms, "weights": current, "suggested": suggested,
-                  "suggested_alpha": alpha_of(suggested, terms) if len(terms) == 2 else None,
-                  "plan": [c.to_dict() for c in plan], "config": config.to_dict(), "jobs": processes,
-                  "probe": {"batches": len(probe.batches), "on": probe.on, "start": probe.evaluate(spec, model),
-                            "start_batches": probe.evaluate_batches(spec, model)},
-                  "start_metrics": evaluate(spec, model, config.seed, names, config.metric) if names else None})
+            keep(run_header(spec.source, terms, current, config, kind=HEADER, suggested=suggested,
+                            suggested_alpha=alpha_of(suggested, terms) if len(terms) == 2 else None,
+                            plan=[c.to_dict() for c in plan], jobs=processes,
+                            probe={"batches": len(probe.batches), "on": probe.on, "start": probe.evaluate(spec, model),
+                                   "start_batches": probe.evaluate_batches(spec, model)},
+                            start_metrics=evaluate(spec, model, config.seed, names, config.metric) if names else None))
             bench = Bench(spec, config, start, probe, names)
             for done, record in enumerate(run_all(bench, jobs, processes, model_path, Path(scratch)), start=1):
                 keep(record)
