@@ -30,9 +30,7 @@ def first_run(tmp_path: Path) -> tuple[Path, Path, dict[str, bytes]]:
 
 def test_a_later_usage_error_leaves_the_earlier_outputs_and_names_the_kept_records(tmp_path):
     model, out, before = first_run(tmp_path)
-    completed = subprocess.run([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "12",
-                                "--no-checks", "--out", str(out)], env={**ENV, "FAIL_AT_CALL": "8"},
-                               capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    completed = invoke("profile", model, "--steps", "12", "--no-checks", "--out", out, env={"FAIL_AT_CALL": "8"})
     assert completed.returncode == 2
     line = completed.stderr.strip()
     assert "at step 6 raised RuntimeError: the data went away" in line and len(line.splitlines()) == 1
