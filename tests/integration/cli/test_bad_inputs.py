@@ -264,6 +264,25 @@ SLOW_TRAINING = ("def before_call(call):\n    if call == 6:\n        Path(__file
                  "        time.sleep(60)\n")
 
 
+INTERRUPTED_TRAINING = "def before_call(call):\n    if call == 6:\n        raise KeyboardInterrupt\n"
+
+
+def test_an_interrupt_during_training_is_one_line_and_exit_130_naming_the_kept_records(tmp_path):
+    """What Ctrl-C does inside a run, in-process: the KeyboardInterrupt it raises at the sixth step (the signal itself,
+    in a real process, is the slow test below)."""
+    model, out = model_file(tmp_path, INTERRUPTED_TRAINING), tmp_path / "out"
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        code, _, stderr = invoke("profile", model, *QUICK, "--steps", "12", "--out", out)
+    finally:
+        signal.signal(signal.SIGINT, handler)   # the command ignores a second Ctrl-C while it says so
+    kept = next(out.glob("lossdiag-unfinished-*/records.jsonl"))
+    assert code == 130, stderr[-2000:]
+    assert stderr.strip().splitlines() == [f"lossdiag: error: interrupted; the records streamed so far are kept in "
+                                           f"{kept} (lossdiag report {kept.parent} builds their page)"], stderr[-2000:]
+
+
+@pytest.mark.slow
 def test_ctrl_c_during_training_names_the_kept_records_in_its_one_line(tmp_path):
     """SIGINT at the sixth step: exit 130 and one line that says where the records streamed so far are kept, as a
     failure at that step says."""

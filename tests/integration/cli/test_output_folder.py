@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cli_helpers import ENV, invoke, model_file
 
 FAILING = ("def before_call(call):\n    if call == int(os.environ.get('FAIL_AT_CALL', '0')):\n"
@@ -47,6 +49,7 @@ def _small_files() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
 
 
+@pytest.mark.slow
 def test_a_failed_write_leaves_the_earlier_outputs_whole(tmp_path):
     model, out, before = first_run(tmp_path)
     completed = subprocess.run([sys.executable, "-m", "lossdiag", "profile", str(model), "--steps", "20",

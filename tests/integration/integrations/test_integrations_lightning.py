@@ -104,6 +104,7 @@ def test_an_exception_in_training_step_closes_the_monitor_and_keeps_the_records(
     assert shares_in_events(tmp_path / "lossdiag")["lossdiag/regression/share"] == [0, 1, 2, 3, 4]
 
 
+@pytest.mark.slow
 def test_ddp_on_two_processes_writes_once_from_rank_0_and_stays_bitwise_the_same(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for mode in ("plain", "lossdiag"):

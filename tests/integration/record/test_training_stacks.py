@@ -437,6 +437,7 @@ def test_a_compiled_submodule_holding_shared_parameters_is_refused_naming_it(tmp
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compile_trunk", [False, True])
 def test_profile_cli_measures_a_compiled_function_and_refuses_a_compiled_shared_trunk(tmp_path, compile_trunk):
     model_py = tmp_path / "model.py"

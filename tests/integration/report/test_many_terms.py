@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from lossdiag.report import figures
@@ -51,6 +52,7 @@ def test_a_30_term_legend_holds_every_term_inside_the_figure():
     assert len({tuple(sorted(figures.style(k).items())) for k in range(64)}) == 64
 
 
+@pytest.mark.slow
 def test_50_terms_give_a_page_under_2_mb_without_a_warning(tmp_path):
     (tmp_path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in many_term_records(50)))
     env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}

@@ -232,6 +232,7 @@ def test_a_time_estimate_comes_before_the_long_part(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_the_sweep_notebook_runs_and_shows_the_sweep_inline(examples, tmp_path, monkeypatch):
     notebook = json.loads((examples / "sweep_in_a_notebook.ipynb").read_text())
     namespace: dict = {}
