@@ -18,6 +18,7 @@ from lossdiag.advise.diagnose import Diagnosis, diagnose
 from lossdiag.config import Config, check_known_terms, resolve
 from lossdiag.errors import SpecError
 from lossdiag.record.inputs import check_terms, check_weights, monitor_config, ordered_values, weight_values
+from lossdiag.record.kinds import Kind
 from lossdiag.record.proxies import make_scope
 from lossdiag.record.schedule import DEFAULT_EVERY, Schedule
 from lossdiag.record.schema import run_header
@@ -270,7 +271,7 @@ class Monitor:
                 return None
             self._outbox.flush(force=True, wait=True)
             if finished:
-                self._writer.write({"kind": "end", "step": max(self._step - 1, 0), "steps": self._step})
+                self._writer.write({"kind": Kind.END, "step": max(self._step - 1, 0), "steps": self._step})
         finally:
             self._scope.close()
             if self._writer is not None:

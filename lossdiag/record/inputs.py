@@ -28,21 +28,18 @@ def monitor_config(config: Config | Mapping[str, Any] | str | Path | None) -> Co
 
 def ordered_values(terms: Any, weights: Any, names: list[str], known: frozenset[str]) -> list[torch.Tensor]:
     """The terms' values in the order of `names` (the first call's terms, `known` as a set), after checking the
-    terms and the weights as check_terms and check_weights do."""
-    if not (_usual_terms(terms, known) and _usual_weights(weights, known)):
-        check_terms(terms, names)
-        check_weights(weights, terms)
+    terms and the weights as check_terms and check_weights do; the usual call (a dict of the known names to scalar
+    floating-point tensors) takes a few lookups."""
+    if type(terms) is dict and terms.keys() == known and _usual_weights(weights, known):
+        values = [terms[name] for name in names]
+        for value in values:
+            if type(value) is not torch.Tensor or value.dim() or not value.is_floating_point():
+                break
+        else:
+            return values
+    check_terms(terms, names)
+    check_weights(weights, terms)
     return [terms[name] for name in names]
-
-
-def _usual_terms(terms: Any, known: frozenset[str]) -> bool:
-    """A dict of the known names to scalar floating-point tensors: what check_terms accepts, in a few lookups."""
-    if type(terms) is not dict or terms.keys() != known:
-        return False
-    for value in terms.values():
-        if type(value) is not torch.Tensor or value.dim() or not value.is_floating_point():
-            return False
-    return True
 
 
 def _usual_weights(weights: Any, known: frozenset[str]) -> bool:

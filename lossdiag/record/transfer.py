@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from lossdiag.record.kinds import Kind
 from lossdiag.record.scopes import Measurement
 from lossdiag.record.shared import layout_record
 from lossdiag.record.slots import Slots
@@ -158,7 +159,7 @@ def step_records(names: list[str], rows: list[Row], sizes: list[int], host: list
         if row.layout is not None:
             records.append(layout_record(row.step, row.layout))
         loss = dict(zip(names, host[i * count:(i + 1) * count]))
-        record: dict = {"kind": "step", "step": row.step, "loss": loss}
+        record: dict = {"kind": Kind.STEP, "step": row.step, "loss": loss}
         bad_gradient: list[str] = []
         if row.measurement is not None:
             grad, bad_gradient = row.measurement.result(host[offset:offset + size])

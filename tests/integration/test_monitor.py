@@ -278,6 +278,44 @@ def test_a_wrong_terms_mapping_is_a_clear_error(tmp_path, change, message):
     monitor.close()
 
 
+@pytest.mark.parametrize("weights,message", [
+    ({"regression": 0.1}, "weights name unknown term 'regression'"),
+    ({"reg": True}, "weight of 'reg' must be a number or a one-element tensor, got bool"),
+    ({"reg": "0.5"}, "weight of 'reg' must be a number"),
+    ({"reg": torch.ones(2)}, "weight of 'reg' must be a number or a one-element tensor, got Tensor"),
+    ([0.5, 1.0, 1.0], "weights must be a mapping"),
+])
+def test_a_step_the_monitor_does_not_record_checks_its_weights_as_the_first_call(tmp_path, weights, message):
+    model, _ = fresh()
+    monitor = Monitor(model, out=tmp_path, every=100)
+    monitor.combine(losses(model, batch(0)), weights={"reg": 0.5})
+    monitor.combine(losses(model, batch(1)), weights={"reg": 0.5})
+    with pytest.raises(SpecError, match=message):
+        monitor.combine(losses(model, batch(2)), weights=weights)
+    monitor.close()
+
+
+def test_terms_and_weights_of_other_mapping_and_number_types_are_recorded_on_every_step(tmp_path):
+    """Mappings that are not dicts, numpy numbers and one-element tensors as weights: accepted after the first call
+    as on it, each step's values recorded under their names."""
+    import types
+
+    import numpy
+
+    model, _ = fresh()
+    calls = [(lambda t: t, {"reg": 0.5}), (types.MappingProxyType, {"reg": numpy.float32(0.5)}),
+             (lambda t: dict(reversed(list(t.items()))), types.MappingProxyType({"reg": torch.tensor([0.5])})),
+             (lambda t: t, None)]
+    expected = []
+    with Monitor(model, out=tmp_path, every=100) as monitor:
+        for step, (wrap, weights) in enumerate(calls):
+            terms = losses(model, batch(step))
+            expected.append({name: float(value.detach()) for name, value in terms.items()})
+            monitor.combine(wrap(terms), weights=weights)
+    steps = [r for r in read_records(tmp_path / "records.jsonl")[0] if r["kind"] == "step"]
+    assert [r["loss"] for r in steps] == expected
+
+
 def test_reordered_terms_are_recorded_under_their_names(tmp_path):
     model, _ = fresh()
     with Monitor(model, out=tmp_path, every=1) as monitor:
