@@ -242,8 +242,8 @@ def decide(evidence: Evidence, config: Config) -> Recommendation:
         return Recommendation(KEEP, dict(evidence.weights), "verifying", assessments=assessments, chosen=None,
                               tried=True, pending=more, **base)
     chosen = judged.chosen
-    tried = f"{len(assessments)} candidate{'s' if len(assessments) != 1 else ''} verified from the same start on the " \
-            f"{evidence.on} batches"
+    tried = (f"{len(assessments)} candidate{'s' if len(assessments) != 1 else ''} verified from the same start over "
+             f"{config.check_steps} steps on the {evidence.on} batches")
     if chosen is not None:
         picked = assessments[chosen]
         shown = picked.shown_costs

@@ -72,6 +72,13 @@ class Situation:
         return dataclasses.asdict(self)
 
 
+def lifted_out_of_starvation(seen: Situation, end: Optional[float], starved_ratio: float) -> bool:
+    """Whether a starved term, ending at `end` under other weights, keeps more than starved_ratio of its gain alone
+    there: rescued, not merely helped (the verdict says which)."""
+    kept = gain_kept(seen.start, seen.alone, end)
+    return end is not None and kept is not None and kept > starved_ratio
+
+
 def situation(term: str, start: PerBatch, in_force: RunEnd, alone: Optional[RunEnd], config: Config,
               judged: bool = True) -> Situation:
     """Name one term's situation from the start, its run alone (None when it was not run) and the combined run.

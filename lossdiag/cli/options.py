@@ -41,7 +41,7 @@ def run_options(command: Callable) -> Callable:
     """The options `profile` and `check` share; only those given on the command line override YAML."""
     options = [
         click.option("--steps", type=WHOLE_NUMBER, default=None, help="Training steps to profile [200]."),
-        click.option("--check-steps", type=WHOLE_NUMBER, default=None, help="Steps of each single-term check [100]."),
+        click.option("--check-steps", type=WHOLE_NUMBER, default=None, help="Steps of each single-term check and of each run that verifies a candidate: the horizon the advice is judged at; set it near where your losses level off [100]."),
         click.option("--every", type=WHOLE_NUMBER, default=None, help="Record per-term gradients every N steps [1]."),
         click.option("--out", type=click.Path(file_okay=False), default=None,
                      help=f"Output folder [./{DEFAULT_OUT}]."),

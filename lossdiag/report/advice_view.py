@@ -81,7 +81,7 @@ def _outcome(summary: dict) -> Optional[Block]:
     main = summary.get("main") or []
     intro = (f"outcome: each term's mean loss at the end of {config.get('check_steps')} steps from the same start, "
              f"on the {outcome['on']} batches; in brackets the change against the weights in force, ± one noise "
-             f"standard error")
+             f"standard error (a verdict's cost is the rule's measure below, which differs for a term near its floor)")
     rule = (f"the rule: reweight only for a candidate that makes a term (not an opposed one) clearly better, by "
             f"{percent(config.get('min_gain'))} or more beyond {number(config.get('check_noise_z'))} noise standard "
             f"errors and gains that outweigh its costs, while no other term's end loss rises by more than "

@@ -10,7 +10,7 @@ from lossdiag.train.probe import meaningful_drop
 from lossdiag.advise.decision import REWEIGHT, TRADE_OFF, Recommendation
 from lossdiag.advise.diagnose import CHECK, Diagnosis
 from lossdiag.checks.findings import Severity
-from lossdiag.checks.situations import STARVED
+from lossdiag.checks.situations import STARVED, lifted_out_of_starvation
 from lossdiag.record.stream import finite_or_none
 
 
@@ -75,8 +75,11 @@ def reweight_verdict(diagnosis: Diagnosis) -> str:
     starved = [t for t, s in advice.situations.items() if s.name == STARVED]
     dominant = diagnosis.dominance.dominant_term
     if starved and set(starved) <= set(picked.gains):
+        lifted = all(lifted_out_of_starvation(advice.situations[t], picked.end.get(t), diagnosis.config.starved_ratio)
+                     for t in starved)
+        verb = "rescue" if lifted else "help, though not out of starvation,"
         lead = (f"{', '.join(repr(t) for t in starved)} {'is' if len(starved) == 1 else 'are'} starved and the "
-                f"recommended weights rescue {'it' if len(starved) == 1 else 'them'}")
+                f"recommended weights {verb} {'it' if len(starved) == 1 else 'them'}")
     elif dominant is not None:
         lead = (f"'{dominant}' dominates the shared parameters with {diagnosis.dominance.shares[dominant]:.3f} of the "
                 f"weighted gradient; reweight with the weights below")

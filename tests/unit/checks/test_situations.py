@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from lossdiag.analyse.outcome import RunEnd
-from lossdiag.checks.situations import BEHIND, LEARNS, STARVED, SituationName, gain_kept, situation
+from lossdiag.checks.situations import (BEHIND, LEARNS, STARVED, Situation, SituationName, gain_kept,
+                                       lifted_out_of_starvation, situation)
 from lossdiag.config import Config
 
 CONFIG = Config()
@@ -23,6 +24,14 @@ def test_no_gain_alone_or_a_missing_figure_keeps_nothing_defined():
 
 def test_no_figure_combined_keeps_none_of_the_gain():
     assert gain_kept(2.0, 1.0, None) == 0.0
+
+
+def test_a_starved_term_is_rescued_only_past_the_starved_line_under_the_new_weights():
+    seen = Situation("seg", STARVED, start=2.0, alone=1.0, combined=1.9, against_alone=0.9, against_alone_noise=0.01)
+    ratio = CONFIG.starved_ratio
+    assert not lifted_out_of_starvation(seen, 2.0 - 0.5 * ratio, ratio)  # helped (from 1.9), still starved
+    assert lifted_out_of_starvation(seen, 2.0 - 2.0 * ratio, ratio)
+    assert not lifted_out_of_starvation(seen, None, ratio)
 
 
 def batches(values: list[float], term: str = "aux") -> list[dict[str, float]]:
