@@ -17,6 +17,7 @@ from lossdiag.analyse.outcome import RunEnd
 from lossdiag.advise.decision import PROBE, REWEIGHT, Evidence, Recommendation
 from lossdiag.advise.rule import decide
 from lossdiag.checks.situations import STARVED, situations
+from lossdiag.analyse.quantities import shares_among
 from lossdiag.analyse.run import RunData, finite_median
 from lossdiag.config import Config
 
@@ -93,11 +94,11 @@ def _outcome(record: dict, found: Evidence, config: Config) -> Outcome:
 
 
 def _window_shares(run: RunData, rows: np.ndarray) -> dict[str, float]:
-    """Shares of the median weighted norms over some recorded steps, among the terms on shared parameters."""
+    """Shares of the median weighted norms over some recorded steps, among the terms on shared parameters (the one
+    share definition: NaN for every term where one median is undefined, which no candidate then moves)."""
     medians = {t: finite_median((np.abs(run.weights) * run.norms)[rows, k]) for k, t in enumerate(run.terms)
                if t in run.shared_terms}
-    total = sum(v for v in medians.values() if math.isfinite(v))
-    return {t: v / total for t, v in medians.items() if math.isfinite(v) and total > 0}
+    return shares_among(medians)
 
 
 def _spread(run: RunData, final: Mapping[str, float], current: Mapping[str, float], targets: Mapping[str, float],
