@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shlex
-from typing import Optional
+from typing import Optional, Sequence
 
 from lossdiag.advise.rule import bound_text
 from lossdiag.config import format_pairs
@@ -86,7 +86,7 @@ def _outcome(summary: dict) -> Optional[Block]:
             f"{percent(config.get('min_gain'))} or more beyond {number(config.get('check_noise_z'))} noise standard "
             f"errors and gains that outweigh its costs, while no other term's end loss rises by more than "
             f"{bound_text(outcome['max_cost'])} (max_cost)"
-            + (f" and main {', '.join(term_text(t) for t in main)} pays nothing beyond noise" if main else "")
+            + (f" and main {quoted_terms(main)} pays nothing beyond noise" if main else "")
             + "; of those, the one that serves all terms best, the cheapest among near ties")
     return Block(intro, outcome_table(summary), (rule,))
 
@@ -158,6 +158,11 @@ def _reweight_notes(summary: dict, model_path: Optional[str]) -> list[str]:
     return notes
 
 
+def quoted_terms(terms: Sequence[str]) -> str:
+    """Term names in single quotes, as the rule's reason writes them, joined by commas."""
+    return ", ".join(f"'{term_text(t)}'" for t in terms)
+
+
 def recommendation(summary: dict, model_path: Optional[str] = None) -> Optional[Recommendation]:
     """The recommendation section of a profile's summary (None when it has none, as a check's)."""
     kind = summary.get("recommendation")
@@ -166,7 +171,8 @@ def recommendation(summary: dict, model_path: Optional[str] = None) -> Optional[
     terms, weights = summary["terms"], summary["recommended_weights"]
     reweight = kind == "reweight"
     sweep = (f"lossdiag sweep {shlex.quote(safe(model_path))} --metric NAME (NAME: a metric your validate(model) "
-             f"returns; without --metric: the same rule as here)") if kind == "trade-off" and model_path else None
+             f"returns: add validate(model) to the model file first if it has none; without --metric: the same "
+             f"rule as here)") if kind == "trade-off" and model_path else None
     paste = f"loss_total = {' + '.join(f'{number(weights[t], 3)} * {term_text(t)}' for t in terms)}"
     return Recommendation(kind, summary["recommendation_reason"], _outcome(summary), _candidate(summary, model_path),
                           _comparison(summary), sweep, paste if reweight else None,
