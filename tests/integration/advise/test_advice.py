@@ -107,6 +107,7 @@ def test_aux_head_by_design_keeps_the_weights_after_trying_candidates(tmp_path):
     assert "loss_total" not in text
 
 
+@pytest.mark.slow
 def test_the_recommended_weights_rescue_the_term_a_misscaled_one_starves(tmp_path, cnn):
     _, summary, _ = cnn
     assert "main" in starved(summary) and summary["recommendation"] == "reweight"
@@ -128,6 +129,7 @@ def test_a_candidate_that_costs_a_term_beyond_the_bound_is_never_printed(tmp_pat
     assert all(max(v for v in c["change"].values() if v is not None) > CONFIG.max_cost for c in costly)
 
 
+@pytest.mark.slow
 def test_noisy_batches_pass_every_check_and_a_flat_term_is_not_diverging(tmp_path):
     _, noisy, _ = profile(tmp_path, FIXTURES / "advice_noisy_batches.py", "--steps", "60")
     assert [c["status"] for c in noisy["checks"]] == ["pass", "pass"]

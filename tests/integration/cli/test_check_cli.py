@@ -60,6 +60,7 @@ def test_check_with_a_broken_model_file_is_a_usage_error(tmp_path):
     assert "Traceback" not in completed.stderr and "batches" in completed.stderr
 
 
+@pytest.mark.slow
 def test_strict_turns_a_starved_warning_into_exit_1(tmp_path):
     assert invoke("profile", FIXTURES / "check_starved.py", "--out", tmp_path / "a")[0] == 0
     code, out, _ = invoke("profile", FIXTURES / "check_starved.py", "--strict", "--out", tmp_path / "b")

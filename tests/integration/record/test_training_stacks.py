@@ -330,6 +330,7 @@ def build_model():
 """ + TWO_TERMS_FILE_TAIL
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("trunk, build, message", [
     ("checkpoint(lambda t: torch.tanh(self.trunk(t)), x.requires_grad_(), use_reentrant=True)", "Model()",
      "use_reentrant=False"),

@@ -282,6 +282,7 @@ def test_figures_draw_on_a_given_ax():
     assert right.get_yscale() == "log"
 
 
+@pytest.mark.slow
 def test_importing_lossdiag_and_drawing_never_touch_pyplot(hostile_run):
     code = ("import sys, lossdiag\n"
             "assert 'matplotlib' not in sys.modules, 'import lossdiag imported matplotlib'\n"

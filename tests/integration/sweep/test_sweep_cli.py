@@ -79,6 +79,7 @@ def _points_done(path: Path) -> int:
     return path.read_text().count('"kind":"point"') if path.is_file() else 0
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs /proc to find the worker processes")
 def test_a_killed_sweep_keeps_its_points_and_report_rebuilds_the_page(fixtures, tmp_path):
     out = tmp_path / "killed"
