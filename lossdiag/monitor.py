@@ -46,9 +46,9 @@ class Monitor:
     below `every` when `early`. scope='all' (exact) measures every shared parameter; 'last-layer' and
     'representation' (with at=, the module whose output every term uses) are cheaper proxies, labelled as such
     in the report. `config` holds thresholds: a mapping of options or a YAML file's path; `target_shares` the
-    share of the shared gradient each term should hold (CONTRACT section 1).
+    share of the shared gradient each term should hold (as `target_shares` in a model file: docs/model-file.md).
 
-    Under torchrun (CONTRACT section 8) the model may be wrapped in DistributedDataParallel before or after; on a
+    Under torchrun (docs/distributed.md) the model may be wrapped in DistributedDataParallel before or after; on a
     recorded step the terms' gradients and the loss values since the previous one are averaged over the ranks,
     rank 0 writes, and close() is a collective: every rank calls it.
 

@@ -25,7 +25,7 @@ class LossDiagCallback(pl.Callback):
     that batch was trained in, once the monitor brings them to the host (a few steps later, see Monitor).
     The end of fitting, or an exception, closes the monitor: summary.json, report.html and the PNGs in `out`,
     and `summary` holds the summary. `options` are the Monitor's (scope, at, early, config).
-    With strategy="ddp" every rank measures the global batch (CONTRACT section 8), and only global rank 0
+    With strategy="ddp" every rank measures the global batch (docs/distributed.md), and only global rank 0
     writes `out` and logs; `summary` is None on the other ranks.
     """
 
