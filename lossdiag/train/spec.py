@@ -224,16 +224,9 @@ def validation_stream(spec: ModelSpec) -> Iterator[Any]:
 
 
 def _user_iteration(spec: ModelSpec, iterator: Iterator[Any], what: str = "batches()") -> Iterator[Any]:
-    """Iterate the user's batches; an exception raised while iterating is a usage error."""
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except Exception as exc:
-            raise spec.user_error(f"iterating {what} raised {_describe(exc)}") from exc
-        except SystemExit as exc:
-            raise spec.user_error(f"iterating {what} called sys.exit({exc.code!r}); it must return instead") from exc
+    """Iterate the user's batches; an exception raised while iterating is a usage error (as call_user's)."""
+    end = object()
+    while (batch := call_user(spec, f"iterating {what}", next, iterator, end)) is not end:
         yield batch
 
 
