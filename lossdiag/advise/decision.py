@@ -20,7 +20,7 @@ class RecommendationKind(TextEnum):
 
 
 KEEP, REWEIGHT, TRADE_OFF = RecommendationKind.KEEP, RecommendationKind.REWEIGHT, RecommendationKind.TRADE_OFF
-VALIDATION, PROBE = "validation", "probe"
+PROBE = "probe"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,7 +38,6 @@ class SituationName(TextEnum):
 
 
 STARVED, BEHIND, OPPOSED, NEEDS_OTHERS, STALLED, LEARNS = SituationName
-SITUATIONS = tuple(SituationName)
 
 
 def gain_kept(start: Optional[float], alone: Optional[float], combined: Optional[float]) -> Optional[float]:
