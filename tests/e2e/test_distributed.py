@@ -185,6 +185,11 @@ def worker(rank: int, folder: str, job: str) -> None:
         JOBS[job](rank, Path(folder))
     finally:
         dist.destroy_process_group()
+    # End without interpreter teardown, as notebooks_examples/ddp_loop.py's leave() does and for its reason: gloo's
+    # threads, kept alive by DDP past destroy_process_group, can abort a finalizing rank (exit -6).
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def all_scenarios(rank: int, folder: Path) -> None:
